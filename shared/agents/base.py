@@ -1,0 +1,113 @@
+"""The interface every agent shares: acting, one training iteration, and state for checkpoints."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from shared.rollout import VectorCollector
+
+
+class AgentConfig(BaseModel):
+    """Base of every agent's hyperparameter model; unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an agent supports; the scenario validator checks the env against it before training."""
+
+    discrete: bool
+    continuous: bool
+    vector_envs: bool
+    cost_signal: bool
+    observation: str = "box"  # "box" (flat or image), or "any" for agents that bring their own encoder
+
+
+class Agent(ABC):
+    """An RL agent: ``act`` for evaluation and deployment, ``train_iteration`` for learning.
+
+    The shared training loop (``shared.training.Trainer``) calls :meth:`train_iteration` until the
+    step budget is spent. One iteration collects experience through the collector it is given (the
+    collector owns the vector env and its autoreset bookkeeping) and then updates the networks.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AgentConfig]]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(
+        self,
+        observation_space: gym.Space,
+        action_space: gym.Space,
+        config: AgentConfig,
+        *,
+        num_envs: int = 1,
+        total_steps: int = 0,
+        seed: int = 0,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.config = config
+        self.num_envs = num_envs
+        self.total_steps = max(int(total_steps), 1)
+        self.seed = seed
+        self.device = torch.device(device)
+
+    @abstractmethod
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Return one action per row of the batched observation ``obs``."""
+
+    @abstractmethod
+    def train_iteration(self, collector: "VectorCollector") -> dict[str, float]:
+        """Collect experience with ``collector``, update, and return the losses to log by tag."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Return the networks by name; their weights are what checkpoints store."""
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Return the optimisers by name, so a resumed run continues with their moments."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Return JSON-serialisable counters (schedule position, epsilon step) for checkpoints."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+
+    def buffers_state(self) -> dict[str, np.ndarray]:
+        """Return arrays to checkpoint for an exact resume, such as a replay buffer; may be empty."""
+        return {}
+
+    def load_buffers_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`buffers_state` returned."""
+
+    def compile(self) -> None:
+        """Wrap the networks' forward passes with ``torch.compile`` (opt-in through ``compile: true``)."""
+        for module in self.modules().values():
+            module.forward = torch.compile(module.forward)  # type: ignore[method-assign]
+
+    @classmethod
+    def check_spaces(cls, observation_space: gym.Space, action_space: gym.Space) -> str | None:
+        """Return why this agent cannot use these spaces, or None when it can."""
+        caps = cls.capabilities
+        if isinstance(action_space, gym.spaces.Discrete) and not caps.discrete:
+            return f"{cls.name} does not support discrete actions"
+        if isinstance(action_space, gym.spaces.Box) and not caps.continuous:
+            return f"{cls.name} needs discrete actions, but the env's action space is continuous ({action_space})"
+        if not isinstance(action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+            return f"{cls.name} supports Discrete or Box action spaces, not {type(action_space).__name__}"
+        if caps.observation == "box" and not isinstance(observation_space, gym.spaces.Box):
+            return f"{cls.name} needs a Box observation space, not {type(observation_space).__name__}"
+        return None
