@@ -36,7 +36,8 @@ def load_apps() -> None:
     if _APPS_LOADED:
         return
     _APPS_LOADED = True
-    import shared.kinds  # noqa: F401  (registers the built-in "gym" and "suite" kinds)
+    import shared.kinds  # noqa: F401  (registers the built-in "gym" kind)
+    import shared.suite  # noqa: F401  (registers the built-in "suite" kind)
 
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:

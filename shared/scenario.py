@@ -91,6 +91,7 @@ class Scenario(StrictModel):
     compile: bool = False
     device: str = "cpu"
     deterministic_torch: bool = True
+    torch_threads: int | None = Field(None, ge=0, description="Torch CPU threads; None picks 1 for flat observations and all cores for images.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     settings: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,120 @@
+"""Building blocks shared by the UI pages: the cached scenario list, charts, tables and page guards."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from shared.ui.i18n import t
+
+logger = logging.getLogger("scenariolab.ui")
+
+
+@dataclass(frozen=True)
+class ScenarioEntry:
+    """One scenario file as the Home and Runs pages list it; ``error`` is set when it does not load."""
+
+    path: str
+    stem: str
+    name: str
+    domain: str
+    kind: str
+    agent: str
+    description: str
+    budgets: tuple[str, ...]
+    seed: int
+    error: str | None = None
+
+
+def _scenario_files_signature() -> tuple[tuple[str, int], ...]:
+    from shared.scenario import find_scenario_files
+
+    signature = []
+    for path in find_scenario_files():
+        try:
+            signature.append((str(path), path.stat().st_mtime_ns))
+        except OSError:
+            signature.append((str(path), 0))
+    return tuple(signature)
+
+
+@st.cache_data(show_spinner=False)
+def _load_scenario_entries(signature: tuple[tuple[str, int], ...]) -> list[ScenarioEntry]:
+    """Load and validate every scenario file once per set of file versions (``signature``)."""
+    from shared.errors import ScenarioLabError
+    from shared.scenario import BUDGETS, load_scenario
+
+    entries = []
+    for path_text, _ in signature:
+        path = Path(path_text)
+        try:
+            loaded = load_scenario(path_text)
+        except ScenarioLabError as error:
+            entries.append(ScenarioEntry(path_text, path.stem, path.stem, "", "", "", "", BUDGETS, 0, error=str(error).splitlines()[0]))
+            continue
+        except Exception as error:  # noqa: BLE001  (an app's kind that crashes must not hide the other scenarios)
+            logger.exception("loading scenario %s failed", path_text)
+            entries.append(ScenarioEntry(path_text, path.stem, path.stem, "", "", "", "", BUDGETS, 0, error=f"{type(error).__name__}: {error}"))
+            continue
+        scenario = loaded.scenario
+        agent = str(scenario.agent.get("name", "")) if scenario.agent else ""
+        entries.append(
+            ScenarioEntry(
+                path=path_text,
+                stem=path.stem,
+                name=scenario.name,
+                domain=scenario.domain,
+                kind=scenario.kind,
+                agent=agent,
+                description=scenario.description,
+                budgets=BUDGETS,
+                seed=scenario.seed,
+            )
+        )
+    return entries
+
+
+def scenario_entries() -> list[ScenarioEntry]:
+    """Return every scenario file with its domain and agent, loading each changed file only once."""
+    return _load_scenario_entries(_scenario_files_signature())
+
+
+def learning_curve_chart(curves: pd.DataFrame, tag: str, *, color: str | None = None) -> alt.Chart:
+    """Build an interactive line chart of ``tag`` against ``global_step``, one line per ``color`` value."""
+    data = curves[curves["tag"] == tag]
+    encodings: dict[str, Any] = {
+        "x": alt.X("global_step:Q", title="global_step"),
+        "y": alt.Y("value:Q", title=tag, scale=alt.Scale(zero=False)),
+        "tooltip": ["global_step:Q", alt.Tooltip("value:Q", title=tag, format=".4g")],
+    }
+    if color is not None:
+        encodings["color"] = alt.Color(f"{color}:N", title=t("runs.run"))
+        encodings["tooltip"] = [f"{color}:N", *encodings["tooltip"]]
+    return alt.Chart(data).mark_line(point=len(data) <= 60).encode(**encodings).interactive()
+
+
+def show_problems(problems: list[Any], *, where: str | None = None) -> None:
+    """Show each run-folder problem as a translated warning, prefixed with the folder when given."""
+    for problem in problems:
+        message = t(problem.key, **problem.kwargs())
+        st.warning(f"{where}: {message}" if where else message, icon="⚠️")
+
+
+def run_page_safely(page: Any) -> None:
+    """Run the selected page; an exception becomes a translated error message instead of a traceback.
+
+    Streamlit's own rerun and stop signals derive from BaseException and pass through.
+    """
+    try:
+        page.run()
+    except Exception as error:  # noqa: BLE001  (any failure of a page must leave the app usable)
+        logger.exception("page %r failed", getattr(page, "title", page))
+        st.error(t("app.page_failed", page=getattr(page, "title", ""), error=f"{type(error).__name__}: {error}"), icon="🚫")
+        with st.expander(t("app.page_failed_details")):
+            st.code(f"{type(error).__name__}: {error}", language=None)

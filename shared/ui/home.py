@@ -1,0 +1,73 @@
+"""Home page: what ScenarioLab is, a link into each app page, and every scenario file with its agent.
+
+Streamlit runs this file as a page script (``__name__ == "__main__"``); importing it draws nothing.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from shared.ui.components import scenario_entries
+from shared.ui.i18n import t
+
+# (page file relative to streamlit_app.py, title key, blurb key, icon); the router registers the same files.
+APP_LINKS: tuple[tuple[str, str, str, str], ...] = (
+    ("apps/game_ai/ui.py", "nav.game_ai", "home.blurb.game_ai", "🎮"),
+    ("apps/driving/ui.py", "nav.driving", "home.blurb.driving", "🚗"),
+    ("apps/recommendation/ui.py", "nav.recommendation", "home.blurb.recommendation", "🛒"),
+    ("shared/ui/runs.py", "nav.runs", "home.blurb.runs", "📈"),
+)
+
+
+def render_links() -> None:
+    """Draw one card per area with a page link and a one-line description."""
+    columns = st.columns(len(APP_LINKS))
+    for column, (page, title_key, blurb_key, icon) in zip(columns, APP_LINKS):
+        with column.container(border=True):
+            st.page_link(page, label=t(title_key), icon=icon)
+            st.caption(t(blurb_key))
+
+
+def render_scenarios() -> None:
+    """Draw the table of loadable scenarios and one error line per file that does not load."""
+    st.subheader(t("home.scenarios.title"))
+    with st.spinner(t("home.scenarios.loading")):
+        entries = scenario_entries()
+    if not entries:
+        st.info(t("home.scenarios.none"))
+        return
+
+    loaded = [entry for entry in entries if entry.error is None]
+    broken = [entry for entry in entries if entry.error is not None]
+    if loaded:
+        table = pd.DataFrame(
+            {
+                t("home.col.name"): [entry.stem for entry in loaded],
+                t("home.col.domain"): [t(f"domain.{entry.domain}") for entry in loaded],
+                t("home.col.agent"): [entry.agent or "—" for entry in loaded],
+                t("home.col.kind"): [entry.kind for entry in loaded],
+                t("home.col.description"): [entry.description for entry in loaded],
+            }
+        )
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.caption(t("home.scenarios.count", count=len(loaded)))
+    if broken:
+        st.markdown(f"**{t('home.scenarios.broken', count=len(broken))}**")
+        for entry in broken:
+            st.error(entry.error, icon="⚠️")
+
+
+def render() -> None:
+    """Draw the Home page."""
+    st.title(t("home.title"))
+    st.markdown(t("home.intro"))
+    render_links()
+    render_scenarios()
+    st.subheader(t("home.cli.title"))
+    st.markdown(t("home.cli.text"))
+    st.code("scenariolab list\nscenariolab run cartpole_ppo --budget smoke\nscenariolab demo", language="bash")
+
+
+if __name__ == "__main__":
+    render()

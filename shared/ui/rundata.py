@@ -1,0 +1,305 @@
+"""Reading run folders for the Runs page, without Streamlit and without importing torch.
+
+A run folder is ``<runs>/<scenario>/<YYYYmmdd-HHMMSS>-seed<N>/`` and may contain
+``scenario.yaml``, ``metrics.jsonl`` (one object per log point: ``global_step`` plus tags),
+``metrics.json`` (the final evaluation summary), ``report.md`` and ``checkpoints/``. A folder that
+is half written, corrupt or foreign is still listed: every problem becomes a :class:`Problem`
+(a message key plus values) that the page translates, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RUNS_DIR_ENV = "SCENARIOLAB_RUNS_DIR"
+RUN_NAME = re.compile(r"^(?P<stamp>\d{8}-\d{6})-seed(?P<seed>\d+)(?:-\d+)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with a run folder: a message key of the UI catalogue and its values."""
+
+    key: str
+    values: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, key: str, **values: Any) -> "Problem":
+        return cls(key, tuple((name, str(value)) for name, value in values.items()))
+
+    def kwargs(self) -> dict[str, str]:
+        return dict(self.values)
+
+
+@dataclass
+class RunFolder:
+    """One run folder as found on disk: its identity and which standard files it has."""
+
+    path: Path
+    scenario: str
+    name: str
+    stamp: str | None
+    seed: int | None
+    has_metrics_json: bool
+    has_jsonl: bool
+    has_report: bool
+    has_scenario: bool
+
+    @property
+    def label(self) -> str:
+        """Return ``scenario/folder``, unique within one runs folder."""
+        return f"{self.scenario}/{self.name}"
+
+
+@dataclass
+class Checkpoint:
+    """One checkpoint pair ``<stem>.safetensors`` + ``<stem>.json`` in ``checkpoints/``."""
+
+    stem: str
+    global_step: int | None
+    complete: bool
+    metadata_readable: bool
+
+
+@dataclass
+class RunSummary:
+    """The parsed content of ``metrics.json`` plus any problems met while reading it."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def runs_dir() -> Path:
+    """Return the runs folder the UI reads: ``$SCENARIOLAB_RUNS_DIR`` or ``./runs``."""
+    configured = os.environ.get(RUNS_DIR_ENV)
+    return Path(configured) if configured else Path.cwd() / "runs"
+
+
+def folder_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Return (name, size, mtime_ns) of the standard files, so caches refresh when a run writes."""
+    entries = []
+    for name in ("metrics.json", "metrics.jsonl", "report.md", "scenario.yaml", "checkpoints"):
+        try:
+            stat = (path / name).stat()
+        except OSError:
+            continue
+        entries.append((name, stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
+
+
+def list_run_folders(root: Path) -> list[RunFolder]:
+    """Find ``<root>/<scenario>/<run>/`` folders, newest first; hidden folders (job logs) are skipped."""
+    folders: list[RunFolder] = []
+    if not root.is_dir():
+        return folders
+    for scenario_dir in sorted(root.iterdir()):
+        if not scenario_dir.is_dir() or scenario_dir.name.startswith("."):
+            continue
+        for run_dir in sorted(scenario_dir.iterdir()):
+            if not run_dir.is_dir() or run_dir.name.startswith("."):
+                continue
+            match = RUN_NAME.match(run_dir.name)
+            folders.append(
+                RunFolder(
+                    path=run_dir,
+                    scenario=scenario_dir.name,
+                    name=run_dir.name,
+                    stamp=match["stamp"] if match else None,
+                    seed=int(match["seed"]) if match else None,
+                    has_metrics_json=(run_dir / "metrics.json").is_file(),
+                    has_jsonl=(run_dir / "metrics.jsonl").is_file(),
+                    has_report=(run_dir / "report.md").is_file(),
+                    has_scenario=(run_dir / "scenario.yaml").is_file(),
+                )
+            )
+    # Folder names start with the time stamp, so sorting by name inside a scenario is by time.
+    folders.sort(key=lambda folder: (folder.stamp or "", folder.scenario, folder.name), reverse=True)
+    return folders
+
+
+def _finite_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def read_learning_curves(path: Path) -> tuple[pd.DataFrame, list[Problem]]:
+    """Read ``metrics.jsonl`` into long form (global_step, tag, value), skipping unreadable lines.
+
+    A torn last line is what a running or killed writer leaves, so it is skipped silently; any
+    other unreadable line is counted in one Problem.
+    """
+    jsonl = path / "metrics.jsonl"
+    problems: list[Problem] = []
+    rows: list[tuple[int, str, float]] = []
+    try:
+        text = jsonl.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return pd.DataFrame(columns=["global_step", "tag", "value"]), [Problem.of("runs.problem.no_jsonl")]
+    except (OSError, UnicodeDecodeError) as error:
+        return pd.DataFrame(columns=["global_step", "tag", "value"]), [Problem.of("runs.problem.jsonl_unreadable", error=error)]
+
+    lines = text.split("\n")
+    torn_last = not text.endswith("\n")
+    bad_lines = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if not (torn_last and number == len(lines)):
+                bad_lines += 1
+            continue
+        step = record.get("global_step") if isinstance(record, dict) else None
+        if isinstance(step, bool) or not isinstance(step, (int, float)):
+            bad_lines += 1
+            continue
+        for tag, value in record.items():
+            number_value = _finite_number(value)
+            if tag != "global_step" and number_value is not None:
+                rows.append((int(step), str(tag), number_value))
+    if bad_lines:
+        problems.append(Problem.of("runs.problem.jsonl_bad_lines", count=bad_lines))
+    frame = pd.DataFrame(rows, columns=["global_step", "tag", "value"])
+    return frame, problems
+
+
+def read_summary(path: Path) -> RunSummary:
+    """Read ``metrics.json``; a missing, corrupt or misshapen file becomes a Problem."""
+    summary = RunSummary()
+    metrics_path = path / "metrics.json"
+    try:
+        data = json.loads(metrics_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        summary.problems.append(Problem.of("runs.problem.no_metrics"))
+        return summary
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        summary.problems.append(Problem.of("runs.problem.metrics_invalid", file=metrics_path, error=error))
+        return summary
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
+        summary.problems.append(Problem.of("runs.problem.metrics_shape", file=metrics_path))
+        return summary
+
+    for name, value in data["metrics"].items():
+        number = _finite_number(value)
+        if number is not None:
+            summary.metrics[str(name)] = number
+    ci95 = data.get("ci95") if isinstance(data.get("ci95"), dict) else {}
+    for name, bounds in ci95.items():
+        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+            low, high = _finite_number(bounds[0]), _finite_number(bounds[1])
+            if low is not None and high is not None:
+                summary.ci95[str(name)] = (low, high)
+    baselines = data.get("baselines") if isinstance(data.get("baselines"), dict) else {}
+    for baseline, values in baselines.items():
+        # A baseline is either {metric: value} or {"metrics": {...}, "ci95": {...}}.
+        metrics = values.get("metrics", values) if isinstance(values, dict) else {}
+        numbers = {str(k): n for k, v in metrics.items() if (n := _finite_number(v)) is not None} if isinstance(metrics, dict) else {}
+        summary.baselines[str(baseline)] = numbers
+    summary.info = {key: data[key] for key in ("scenario", "domain", "agent", "seed", "episodes") if key in data}
+    return summary
+
+
+def metrics_table(summary: RunSummary) -> pd.DataFrame:
+    """Return one row per metric: value, 95% CI bounds, and one column per baseline."""
+    rows = []
+    for name, value in summary.metrics.items():
+        low, high = summary.ci95.get(name, (math.nan, math.nan))
+        row: dict[str, Any] = {"metric": name, "value": value, "ci95_low": low, "ci95_high": high}
+        for baseline, numbers in summary.baselines.items():
+            row[baseline] = numbers.get(name, math.nan)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def format_with_ci(value: float, bounds: tuple[float, float] | None) -> str:
+    """Format ``value [low, high]`` with four significant digits, or the value alone without a CI."""
+    if bounds is None:
+        return f"{value:.4g}"
+    return f"{value:.4g} [{bounds[0]:.4g}, {bounds[1]:.4g}]"
+
+
+def comparison_table(summaries: dict[str, RunSummary]) -> pd.DataFrame:
+    """Return metrics side by side: one row per metric, one column per run, ``value [lo, hi]`` cells."""
+    names: list[str] = []
+    for summary in summaries.values():
+        names.extend(name for name in summary.metrics if name not in names)
+    columns: dict[str, list[str]] = {}
+    for label, summary in summaries.items():
+        columns[label] = [
+            format_with_ci(summary.metrics[name], summary.ci95.get(name)) if name in summary.metrics else ""
+            for name in names
+        ]
+    return pd.DataFrame(columns, index=pd.Index(names, name="metric"))
+
+
+def list_checkpoints(path: Path) -> list[Checkpoint]:
+    """List checkpoint pairs in ``checkpoints/`` with the ``global_step`` from their JSON metadata.
+
+    Limitation: this reads the metadata only; the SHA-256 of the weights is checked when a
+    checkpoint is loaded (shared.checkpoints.load_checkpoint), not here.
+    """
+    folder = path / "checkpoints"
+    if not folder.is_dir():
+        return []
+    stems = sorted({file.stem for file in folder.iterdir() if file.suffix in (".json", ".safetensors") and not file.name.startswith(".")})
+    found = []
+    for stem in stems:
+        json_path = folder / f"{stem}.json"
+        complete = json_path.is_file() and (folder / f"{stem}.safetensors").is_file()
+        step = None
+        readable = False
+        if json_path.is_file():
+            try:
+                metadata = json.loads(json_path.read_text(encoding="utf-8"))
+                readable = isinstance(metadata, dict)
+                raw_step = metadata.get("global_step") if readable else None
+                step = int(raw_step) if isinstance(raw_step, (int, float)) and not isinstance(raw_step, bool) else None
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                readable = False
+        found.append(Checkpoint(stem=stem, global_step=step, complete=complete, metadata_readable=readable))
+    return found
+
+
+IMAGE_LINK = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<target>[^)\s]+)\)")
+
+
+def split_report(text: str) -> list[tuple[str, str]]:
+    """Split report Markdown into ("markdown", text) and ("image", relative path) parts, in order.
+
+    Streamlit's Markdown cannot show images from the run folder, so the page draws them itself.
+    """
+    parts: list[tuple[str, str]] = []
+    position = 0
+    for match in IMAGE_LINK.finditer(text):
+        if match.start() > position:
+            parts.append(("markdown", text[position : match.start()]))
+        parts.append(("image", match["target"]))
+        position = match.end()
+    if position < len(text):
+        parts.append(("markdown", text[position:]))
+    return parts
+
+
+def resolve_inside(folder: Path, relative: str) -> Path | None:
+    """Resolve a link from report.md, returning None when it points outside the run folder."""
+    if "://" in relative:
+        return None
+    target = (folder / relative).resolve()
+    try:
+        target.relative_to(folder.resolve())
+    except ValueError:
+        return None
+    return target
