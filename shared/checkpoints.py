@@ -165,6 +165,8 @@ def load_agent(agent: "Agent", stem: Path | str, weights_only: bool = False) -> 
         )
     try:
         state = unflatten_state(metadata["state"], tensors)
+        if "agent" in state:  # a training checkpoint nests the agent beside the collector and RNG states
+            state = state["agent"]
         for name, module in agent.modules().items():
             module.load_state_dict(state["modules"][name])
         if not weights_only:

@@ -182,8 +182,8 @@ class DQN(Agent):
             if config.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self.q_network.parameters(), config.max_grad_norm)
             self.optimizer.step()
-            td_losses.append(float(loss))
-            q_values.append(float(q.mean()))
+            td_losses.append(loss.item())
+            q_values.append(q.mean().item())
 
         # Target network: hard copy (tau = 1) or Polyak averaging every target_update_interval steps.
         if self.env_steps - self.last_target_update >= config.target_update_interval:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from shared.ui.i18n import t
+
+if TYPE_CHECKING:
+    import altair as alt
+    import pandas as pd
 
 logger = logging.getLogger("scenariolab.ui")
 
@@ -85,8 +87,11 @@ def scenario_entries() -> list[ScenarioEntry]:
     return _load_scenario_entries(_scenario_files_signature())
 
 
-def learning_curve_chart(curves: pd.DataFrame, tag: str, *, color: str | None = None) -> alt.Chart:
+def learning_curve_chart(curves: "pd.DataFrame", tag: str, *, color: str | None = None) -> "alt.Chart":
     """Build an interactive line chart of ``tag`` against ``global_step``, one line per ``color`` value."""
+    # Imported here so that pages without charts do not pay for importing Altair on a cold start.
+    import altair as alt
+
     data = curves[curves["tag"] == tag]
     encodings: dict[str, Any] = {
         "x": alt.X("global_step:Q", title="global_step"),
@@ -100,10 +105,17 @@ def learning_curve_chart(curves: pd.DataFrame, tag: str, *, color: str | None = 
 
 
 def show_problems(problems: list[Any], *, where: str | None = None) -> None:
-    """Show each run-folder problem as a translated warning, prefixed with the folder when given."""
+    """Show each run-folder problem translated, prefixed with the folder when given.
+
+    Damage (a corrupt file) is a warning, and an expected gap (no metrics.json yet) is a note.
+    """
     for problem in problems:
         message = t(problem.key, **problem.kwargs())
-        st.warning(f"{where}: {message}" if where else message, icon="⚠️")
+        text = f"{where}: {message}" if where else message
+        if problem.is_notice:
+            st.info(text, icon=":material/info:")
+        else:
+            st.warning(text, icon=":material/warning:")
 
 
 def run_page_safely(page: Any) -> None:
@@ -115,6 +127,6 @@ def run_page_safely(page: Any) -> None:
         page.run()
     except Exception as error:  # noqa: BLE001  (any failure of a page must leave the app usable)
         logger.exception("page %r failed", getattr(page, "title", page))
-        st.error(t("app.page_failed", page=getattr(page, "title", ""), error=f"{type(error).__name__}: {error}"), icon="🚫")
+        st.error(t("app.page_failed", page=getattr(page, "title", ""), error=f"{type(error).__name__}: {error}"), icon=":material/error:")
         with st.expander(t("app.page_failed_details")):
             st.code(f"{type(error).__name__}: {error}", language=None)

@@ -13,10 +13,10 @@ from shared.ui.i18n import t
 
 # (page file relative to streamlit_app.py, title key, blurb key, icon); the router registers the same files.
 APP_LINKS: tuple[tuple[str, str, str, str], ...] = (
-    ("apps/game_ai/ui.py", "nav.game_ai", "home.blurb.game_ai", "🎮"),
-    ("apps/driving/ui.py", "nav.driving", "home.blurb.driving", "🚗"),
-    ("apps/recommendation/ui.py", "nav.recommendation", "home.blurb.recommendation", "🛒"),
-    ("shared/ui/runs.py", "nav.runs", "home.blurb.runs", "📈"),
+    ("apps/game_ai/ui.py", "nav.game_ai", "home.blurb.game_ai", ":material/sports_esports:"),
+    ("apps/driving/ui.py", "nav.driving", "home.blurb.driving", ":material/directions_car:"),
+    ("apps/recommendation/ui.py", "nav.recommendation", "home.blurb.recommendation", ":material/shopping_cart:"),
+    ("shared/ui/runs.py", "nav.runs", "home.blurb.runs", ":material/monitoring:"),
 )
 
 
@@ -50,12 +50,13 @@ def render_scenarios() -> None:
                 t("home.col.description"): [entry.description for entry in loaded],
             }
         )
-        st.dataframe(table, hide_index=True, width="stretch")
+        # Tall enough for every row (35 px each plus the header), so the list needs no inner scrolling.
+        st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(loaded) + 1) + 3)
         st.caption(t("home.scenarios.count", count=len(loaded)))
     if broken:
         st.markdown(f"**{t('home.scenarios.broken', count=len(broken))}**")
         for entry in broken:
-            st.error(entry.error, icon="⚠️")
+            st.error(entry.error, icon=":material/warning:")
 
 
 def render() -> None:

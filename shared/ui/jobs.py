@@ -53,8 +53,8 @@ class Job:
 
 
 def cli_run_command(scenario: str, budget: str, seed: int, out: Path) -> list[str]:
-    """Build ``scenariolab run SCENARIO --budget B --seed N --out DIR`` with this interpreter."""
-    return [sys.executable, "-m", "shared.cli", "run", scenario, "--budget", budget, "--seed", str(seed), "--out", str(out)]
+    """Build ``scenariolab run SCENARIO --budget B --seed N --out DIR --no-progress`` with this interpreter."""
+    return [sys.executable, "-m", "shared.cli", "run", scenario, "--budget", budget, "--seed", str(seed), "--out", str(out), "--no-progress"]
 
 
 def _jobs_folder(runs_root: Path) -> Path:
@@ -69,10 +69,13 @@ def _locked_registry(runs_root: Path) -> Iterator[list[Job]]:
     with open(folder / "jobs.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         jobs = _read_registry(folder / REGISTRY_NAME)
+        before = [asdict(job) for job in jobs]
         yield jobs
-        temporary = folder / f".{REGISTRY_NAME}.{os.getpid()}.tmp"
-        temporary.write_text(json.dumps([asdict(job) for job in jobs], indent=2), encoding="utf-8")
-        os.replace(temporary, folder / REGISTRY_NAME)
+        after = [asdict(job) for job in jobs]
+        if after != before:
+            temporary = folder / f".{REGISTRY_NAME}.{os.getpid()}.tmp"
+            temporary.write_text(json.dumps(after, indent=2), encoding="utf-8")
+            os.replace(temporary, folder / REGISTRY_NAME)
 
 
 def _read_registry(path: Path) -> list[Job]:

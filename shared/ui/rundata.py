@@ -10,6 +10,7 @@ is half written, corrupt or foreign is still listed: every problem becomes a :cl
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -19,8 +20,14 @@ from typing import Any
 
 import pandas as pd
 
+logger = logging.getLogger("scenariolab.ui.runs")
+
 RUNS_DIR_ENV = "SCENARIOLAB_RUNS_DIR"
 RUN_NAME = re.compile(r"^(?P<stamp>\d{8}-\d{6})-seed(?P<seed>\d+)(?:-\d+)?$")
+
+
+# Problems that describe a run still in progress or one without training, not damage: shown as notes.
+NOTICE_KEYS = frozenset({"runs.problem.no_jsonl", "runs.problem.no_metrics"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,11 @@ class Problem:
 
     def kwargs(self) -> dict[str, str]:
         return dict(self.values)
+
+    @property
+    def is_notice(self) -> bool:
+        """Return True for an expected gap (a file not written yet) rather than a damaged file."""
+        return self.key in NOTICE_KEYS
 
 
 @dataclass
@@ -97,17 +109,23 @@ def folder_signature(path: Path) -> tuple[tuple[str, int, int], ...]:
     return tuple(entries)
 
 
+def _subfolders(folder: Path) -> list[Path]:
+    """Return the visible subfolders of ``folder`` sorted by name; an unreadable folder has none."""
+    try:
+        children = sorted(folder.iterdir())
+    except FileNotFoundError:
+        return []
+    except OSError as error:
+        logger.warning("cannot list %s: %s", folder, error)
+        return []
+    return [child for child in children if child.is_dir() and not child.name.startswith(".")]
+
+
 def list_run_folders(root: Path) -> list[RunFolder]:
     """Find ``<root>/<scenario>/<run>/`` folders, newest first; hidden folders (job logs) are skipped."""
     folders: list[RunFolder] = []
-    if not root.is_dir():
-        return folders
-    for scenario_dir in sorted(root.iterdir()):
-        if not scenario_dir.is_dir() or scenario_dir.name.startswith("."):
-            continue
-        for run_dir in sorted(scenario_dir.iterdir()):
-            if not run_dir.is_dir() or run_dir.name.startswith("."):
-                continue
+    for scenario_dir in _subfolders(root):
+        for run_dir in _subfolders(scenario_dir):
             match = RUN_NAME.match(run_dir.name)
             folders.append(
                 RunFolder(
@@ -291,6 +309,26 @@ def split_report(text: str) -> list[tuple[str, str]]:
     if position < len(text):
         parts.append(("markdown", text[position:]))
     return parts
+
+
+HEADING = re.compile(r"^(#{1,6})(\s)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def demote_headings(markdown: str, levels: int = 2) -> str:
+    """Push Markdown headings down ``levels`` levels (at most h6), leaving fenced code alone.
+
+    A report's ``# title`` would otherwise be as large as the page title around it.
+    """
+    lines = []
+    in_fence = False
+    for line in markdown.split("\n"):
+        if FENCE.match(line):
+            in_fence = not in_fence
+        elif not in_fence:
+            line = HEADING.sub(lambda match: "#" * min(6, len(match[1]) + levels) + match[2], line)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def resolve_inside(folder: Path, relative: str) -> Path | None:

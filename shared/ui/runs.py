@@ -55,7 +55,7 @@ def render_start_form(runs_root: Path) -> None:
     """Draw the form that starts ``scenariolab run`` for a chosen scenario in a subprocess."""
     with st.expander(t("runs.start.title"), expanded=False):
         if not cli_available():
-            st.warning(t("runs.start.no_cli"), icon="⚠️")
+            st.warning(t("runs.start.no_cli"), icon=":material/warning:")
             return
         entries = [entry for entry in scenario_entries() if entry.error is None]
         if not entries:
@@ -80,7 +80,7 @@ def render_start_form(runs_root: Path) -> None:
             try:
                 job = jobs_module.start_job(runs_root, command, scenario=entry.path, scenario_name=entry.name, budget=budget, seed=int(seed), cwd=Path.cwd())
             except OSError as error:
-                st.error(t("runs.start.failed", error=error), icon="🚫")
+                st.error(t("runs.start.failed", error=error), icon=":material/error:")
             else:
                 st.success(t("runs.start.started", name=entry.stem, pid=job.pid))
 
@@ -92,11 +92,12 @@ def render_job(runs_root: Path, job: jobs_module.Job) -> None:
     with st.container(border=True):
         header, button = st.columns([5, 1])
         header.markdown(
-            f"**{Path(job.scenario).stem}** · {t('runs.start.budget')}: `{job.budget}` · seed {job.seed} · "
+            f"**{Path(job.scenario).stem}** · {t('runs.start.budget')}: `{job.budget}` · {t('runs.start.seed')}: {job.seed} · "
             f"pid {job.pid} · {t('jobs.status.' + state)}"
         )
         if state == "running" and button.button(t("jobs.stop"), key=f"stop_{job.id}"):
             if jobs_module.stop_job(runs_root, job.id):
+                job.stop_requested = True
                 st.info(t("jobs.stop_sent"))
             state = jobs_module.status(job)
 
@@ -105,6 +106,8 @@ def render_job(runs_root: Path, job: jobs_module.Job) -> None:
             if not curves.empty:
                 latest = int(curves["global_step"].max())
                 st.caption(t("jobs.progress", step=latest, folder=f"{run_folder.parent.name}/{run_folder.name}"))
+                if state in ("running", "stopping") and DEFAULT_TAG in set(curves["tag"]):
+                    st.altair_chart(learning_curve_chart(curves, DEFAULT_TAG).properties(height=180), width="stretch")
         elif state in ("running", "stopping"):
             st.caption(t("jobs.waiting"))
 
@@ -113,9 +116,9 @@ def render_job(runs_root: Path, job: jobs_module.Job) -> None:
             if any(checkpoint.complete for checkpoint in checkpoints):
                 st.info(t("jobs.stopped_with_checkpoint", checkpoints=", ".join(c.stem for c in checkpoints if c.complete)))
             else:
-                st.warning(t("jobs.stopped_without_checkpoint"), icon="⚠️")
+                st.warning(t("jobs.stopped_without_checkpoint"), icon=":material/warning:")
         elif state == "failed":
-            st.error(t("jobs.failed", code=job.returncode), icon="🚫")
+            st.error(t("jobs.failed", code=job.returncode), icon=":material/error:")
             tail = jobs_module.log_tail(job)
             if tail:
                 st.code(tail, language=None)
@@ -127,14 +130,24 @@ def render_job(runs_root: Path, job: jobs_module.Job) -> None:
 
 def render_jobs(runs_root: Path) -> None:
     """Draw the job list; while a job runs, this part reruns on its own every few seconds."""
-    jobs = jobs_module.refresh(runs_root) if (runs_root / jobs_module.JOBS_FOLDER).exists() else []
+    if not (runs_root / jobs_module.JOBS_FOLDER).exists():
+        return
+    try:
+        jobs = jobs_module.refresh(runs_root)
+    except OSError as error:
+        st.warning(t("jobs.registry_failed", error=error), icon=":material/warning:")
+        return
     if not jobs:
         return
     running = any(jobs_module.status(job) in ("running", "stopping") for job in jobs)
 
     @st.fragment(run_every=POLL_SECONDS if running else None)
     def job_panel() -> None:
-        current = jobs_module.refresh(runs_root)
+        try:
+            current = jobs_module.refresh(runs_root)
+        except OSError as error:
+            st.warning(t("jobs.registry_failed", error=error), icon=":material/warning:")
+            return
         still_running = {job.id for job in current if jobs_module.status(job) in ("running", "stopping")}
         previously = st.session_state.get("running_jobs", set())
         st.session_state["running_jobs"] = still_running
@@ -158,7 +171,7 @@ def render_overview(folders: list[rundata.RunFolder]) -> None:
     table = pd.DataFrame(
         {
             t("runs.col.run"): [folder.label for folder in folders],
-            t("runs.col.seed"): [folder.seed if folder.seed is not None else no for folder in folders],
+            t("runs.col.seed"): [str(folder.seed) if folder.seed is not None else no for folder in folders],
             t("runs.col.metrics"): [yes if folder.has_metrics_json else no for folder in folders],
             t("runs.col.curves"): [yes if folder.has_jsonl else no for folder in folders],
             t("runs.col.report"): [yes if folder.has_report else no for folder in folders],
@@ -201,9 +214,9 @@ def render_metrics(selected: list[rundata.RunFolder]) -> None:
         return
     if len(summaries) == 1:
         summary = next(iter(summaries.values()))
-        table = rundata.metrics_table(summary).rename(
-            columns={"metric": t("runs.col.metric"), "value": t("runs.col.value"), "ci95_low": t("runs.col.ci_low"), "ci95_high": t("runs.col.ci_high")}
-        )
+        headers = {"metric": t("runs.col.metric"), "value": t("runs.col.value"), "ci95_low": t("runs.col.ci_low"), "ci95_high": t("runs.col.ci_high")}
+        headers.update({name: t("runs.col.baseline", name=name) for name in summary.baselines})
+        table = rundata.metrics_table(summary).rename(columns=headers)
         st.dataframe(table, hide_index=True, width="stretch")
         info = summary.info
         if info:
@@ -229,11 +242,11 @@ def render_report(folder: rundata.RunFolder) -> None:
         st.info(t("runs.report.none"))
         return
     except (OSError, UnicodeDecodeError) as error:
-        st.warning(t("runs.report.unreadable", error=error), icon="⚠️")
+        st.warning(t("runs.report.unreadable", error=error), icon=":material/warning:")
         return
     for kind, content in rundata.split_report(text):
         if kind == "markdown":
-            st.markdown(content)
+            st.markdown(rundata.demote_headings(content))
             continue
         image = rundata.resolve_inside(folder.path, content)
         if image is not None and image.is_file():
@@ -246,13 +259,13 @@ def render_checkpoints(folder: rundata.RunFolder) -> None:
     """List the run's checkpoints, or say clearly that it has none."""
     checkpoints = rundata.list_checkpoints(folder.path)
     if not checkpoints:
-        st.warning(t("runs.checkpoints.none", folder=folder.label), icon="⚠️")
+        st.warning(t("runs.checkpoints.none", folder=folder.label), icon=":material/warning:")
         return
     for checkpoint in checkpoints:
         if not checkpoint.complete:
-            st.warning(t("runs.checkpoints.incomplete", stem=checkpoint.stem), icon="⚠️")
+            st.warning(t("runs.checkpoints.incomplete", stem=checkpoint.stem), icon=":material/warning:")
         elif not checkpoint.metadata_readable:
-            st.warning(t("runs.checkpoints.corrupt", stem=checkpoint.stem), icon="⚠️")
+            st.warning(t("runs.checkpoints.corrupt", stem=checkpoint.stem), icon=":material/warning:")
         else:
             step = checkpoint.global_step if checkpoint.global_step is not None else "—"
             st.markdown(t("runs.checkpoints.entry", stem=checkpoint.stem, step=step))
