@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
+
+from shared.registry import register_kind_module
 
 logger = logging.getLogger("scenariolab.apps.driving")
 
-# Modules that each define register(); one that fails to import is logged and skipped.
-KIND_MODULES: tuple[str, ...] = ("envs",)
+# Modules that each define register(); they are imported only when one of their kinds is looked up.
+KIND_MODULES: tuple[str, ...] = ("envs", "robustness")
 
 
 def register() -> None:
     """Register this app's scenario kinds with the shared registry."""
     for name in KIND_MODULES:
-        module = importlib.import_module(f"apps.driving.{name}")
-        module.register()
+        register_kind_module(f"apps.driving.{name}")

@@ -105,10 +105,12 @@ class RewardScaler(nn.Module):
         super().__init__()
         self.gamma = gamma
         self.stats = RunningMeanStd(())
-        self.register_buffer("running_return", torch.zeros(num_envs, dtype=torch.float64))
+        # Per-env running returns depend on the number of envs, so they live outside the state
+        # dict (whose shapes a checkpoint must match) and are saved with the resume buffers.
+        self.running_return = np.zeros(num_envs, dtype=np.float64)
 
     def scale(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> np.ndarray:
-        running = self.running_return.numpy()
+        running = self.running_return
         running[:] = np.where(valid, running * self.gamma + rewards, running)
         self.stats.update(running[valid])
         running[:] = np.where(dones, 0.0, running)
@@ -148,6 +150,13 @@ class PPO(Agent):
 
     def extra_state(self) -> dict[str, Any]:
         return {"iteration": self.iteration}
+
+    def buffers_state(self) -> dict[str, np.ndarray]:
+        return {"running_return": self.reward_scaler.running_return.copy()}
+
+    def load_buffers_state(self, arrays: dict[str, np.ndarray]) -> None:
+        if "running_return" in arrays and arrays["running_return"].shape == self.reward_scaler.running_return.shape:
+            self.reward_scaler.running_return[:] = arrays["running_return"]
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.iteration = int(state["iteration"])

@@ -85,7 +85,7 @@ def _read_registry(path: Path) -> list[Job]:
         return []
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         # A damaged registry must not take the Runs page down; the jobs themselves keep running.
-        logger.error("job registry %s is unreadable and is started afresh: %s", path, error)
+        logger.error("job registry %s is unreadable, so a new one is started: %s", path, error)
         return []
     jobs = []
     for entry in data if isinstance(data, list) else []:
@@ -105,8 +105,8 @@ def read_jobs(runs_root: Path) -> list[Job]:
 def _process_start_time(pid: int) -> str | None:
     """Return the kernel's start time of ``pid`` (field 22 of /proc/PID/stat), or None if gone.
 
-    Comparing it with the value stored at launch tells a live job from an unrelated process that
-    later received the same pid.
+    Comparing it with the value stored at launch distinguishes a live job from an unrelated process
+    that later received the same pid.
     Limitation: needs Linux /proc; elsewhere a job started by an earlier server process is
     reported as ended once its pid is free.
     """
@@ -128,6 +128,8 @@ def start_job(runs_root: Path, command: list[str], *, scenario: str, scenario_na
     job_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     log_path = folder / f"{job_id}.log"
     environment = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    started = time.time()
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             command,
@@ -139,6 +141,7 @@ def start_job(runs_root: Path, command: list[str], *, scenario: str, scenario_na
             start_new_session=True,
         )
     _handles[job_id] = process
+
     job = Job(
         id=job_id,
         scenario=scenario,
@@ -147,7 +150,7 @@ def start_job(runs_root: Path, command: list[str], *, scenario: str, scenario_na
         seed=seed,
         command=command,
         pid=process.pid,
-        started=time.time(),
+        started=started,
         log=str(log_path),
         process_start=_process_start_time(process.pid),
     )
@@ -215,7 +218,7 @@ def find_run_folder(runs_root: Path, job: Job) -> Path | None:
     candidates = [
         path
         for path in scenario_dir.iterdir()
-        # The CLI names the folder from its own clock; allow for a stamp rounded down to the second.
+        # The CLI creates the folder after the job starts; 2 s of slack covers coarse file timestamps.
         if path.is_dir() and f"-seed{job.seed}" in path.name and path.stat().st_mtime >= job.started - 2
     ]
     return max(candidates, key=lambda path: path.stat().st_mtime, default=None)

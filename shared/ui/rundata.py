@@ -155,7 +155,7 @@ def _finite_number(value: Any) -> float | None:
 def read_learning_curves(path: Path) -> tuple[pd.DataFrame, list[Problem]]:
     """Read ``metrics.jsonl`` into long form (global_step, tag, value), skipping unreadable lines.
 
-    A torn last line is what a running or killed writer leaves, so it is skipped silently; any
+    A running or killed writer leaves a torn last line, so that line is skipped silently. Any
     other unreadable line is counted in one Problem.
     """
     jsonl = path / "metrics.jsonl"
