@@ -138,6 +138,7 @@ class A2C(Agent):
         loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
         self.optimizer.zero_grad()
         loss.backward()
+        self.average_gradients()
         nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
         self.optimizer.step()
         return {

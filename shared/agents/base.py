@@ -93,6 +93,21 @@ class Agent(ABC):
     def load_buffers_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`buffers_state` returned."""
 
+    def average_gradients(self) -> None:
+        """All-reduce and average gradients across ranks when training under torch.distributed.
+
+        Agents call this between ``backward()`` and the optimiser step; in a single process it
+        does nothing.
+        """
+        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+            return
+        world_size = torch.distributed.get_world_size()
+        for module in self.modules().values():
+            for parameter in module.parameters():
+                if parameter.grad is not None:
+                    torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+                    parameter.grad.div_(world_size)
+
     def compile(self) -> None:
         """Wrap the networks' forward passes with ``torch.compile`` (opt-in through ``compile: true``)."""
         for module in self.modules().values():

@@ -179,6 +179,7 @@ class DQN(Agent):
             loss = F.smooth_l1_loss(q, target) if config.loss == "huber" else F.mse_loss(q, target)
             self.optimizer.zero_grad()
             loss.backward()
+            self.average_gradients()
             if config.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self.q_network.parameters(), config.max_grad_norm)
             self.optimizer.step()

@@ -75,15 +75,20 @@ class ActorCritic(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample (or score the given) action; return action, log-probability, entropy and value."""
         features = self.features(obs)
-        dist = self.distribution_from_features(features)
-        if action is None:
-            action = dist.sample()
-        log_prob = dist.log_prob(action)
-        entropy = dist.entropy()
+        value = self.critic(features).squeeze(-1)
         if self.continuous:
-            log_prob = log_prob.sum(-1)
-            entropy = entropy.sum(-1)
-        return action, log_prob, entropy, self.critic(features).squeeze(-1)
+            dist = self.distribution_from_features(features)
+            if action is None:
+                action = dist.sample()
+            return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), value
+        # Categorical written out: torch.distributions adds argument checks that dominate the
+        # cost of these small networks.
+        log_probs = torch.log_softmax(self.actor(features), dim=-1)
+        if action is None:
+            action = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+        log_prob = log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return action, log_prob, entropy, value
 
     def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
         """Return the mode: the mean for Gaussian actions, the arg-max for categorical ones."""

@@ -136,7 +136,7 @@ class PPO(Agent):
             config.normalize_observation,
             config.log_std_init,
         ).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True)
         self.reward_scaler = RewardScaler(self.num_envs, config.gamma)
         self.batch_size = config.num_steps * self.num_envs
         self.num_iterations = max(self.total_steps // self.batch_size, 1)
@@ -223,12 +223,10 @@ class PPO(Agent):
         b_returns = torch.as_tensor(returns.reshape(-1)[flat_valid], device=self.device)
         b_values = torch.as_tensor(values.reshape(-1)[flat_valid], device=self.device)
         count = len(flat_valid)
-        minibatch_size = max(count // config.num_minibatches, 1)
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": []}
         for _epoch in range(config.update_epochs):
             order = torch.randperm(count)
-            for start in range(0, count, minibatch_size):
-                index = order[start : start + minibatch_size]
+            for index in torch.tensor_split(order, min(config.num_minibatches, count)):
                 _, new_log_prob, entropy, new_value = policy.action_and_value(b_obs[index], b_actions[index])
                 minibatch_advantages = b_advantages[index]
                 if config.norm_adv and len(index) > 1:
@@ -239,15 +237,16 @@ class PPO(Agent):
                 )
                 self.optimizer.zero_grad()
                 loss.backward()
+                self.average_gradients()
                 nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
                 self.optimizer.step()
                 for key, value in parts.items():
-                    stats[key].append(float(value))
-            if config.target_kl is not None and stats["approx_kl"] and np.mean(stats["approx_kl"][-config.num_minibatches :]) > config.target_kl:
+                    stats[key].append(value)
+            if config.target_kl is not None and float(torch.stack(stats["approx_kl"][-config.num_minibatches :]).mean()) > config.target_kl:
                 break
 
         explained_variance = _explained_variance(values.reshape(-1)[flat_valid], returns.reshape(-1)[flat_valid])
-        logs = {f"losses/{key}": float(np.mean(v)) for key, v in stats.items() if v}
+        logs = {f"losses/{key}": float(torch.stack(v).mean()) for key, v in stats.items() if v}
         logs["losses/explained_variance"] = explained_variance
         logs["charts/learning_rate"] = self.optimizer.param_groups[0]["lr"]
         return logs

@@ -7,7 +7,7 @@ Method: Ray, Achiam and Amodei 2019, "Benchmarking Safe Exploration in Deep Rein
 it rises while the measured episodic cost exceeds the limit and falls (down to 0) while it is below.
 
 The advantage of the surrogate is ``(A_r - lambda * A_c) / (1 + lambda)``, with ``A_c`` from a
-separate cost critic trained on cost returns; dividing by ``1 + lambda`` keeps the step size
+separate cost critic trained on cost returns. Dividing by ``1 + lambda`` keeps the step size
 comparable as lambda grows. Multiplier defaults follow OmniSafe's PPOLag configuration
 (``lagrangian_multiplier_init`` 0.001, ``lambda_lr`` 0.035 with Adam); OmniSafe's ``cost_limit`` of
 25 is for 1000-step Safety-Gymnasium episodes, so scenarios set their own limit for their episode

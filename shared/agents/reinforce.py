@@ -127,6 +127,7 @@ class Reinforce(Agent):
         loss = policy_loss + value_loss - config.ent_coef * entropy.mean()
         self.optimizer.zero_grad()
         loss.backward()
+        self.average_gradients()
         nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
         self.optimizer.step()
         return {

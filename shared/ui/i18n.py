@@ -7,7 +7,7 @@ Where the entries live:
 
 * ``shared/ui/locales/<language>.json``: the router's, Home's and Runs' entries.
 * ``apps/<app>/locales/<language>.json``: an app page's own entries. Each key must start with
-  ``<app>.`` (``game_ai.title``), so apps never overwrite each other or the shared entries; a key
+  ``<app>.`` (``game_ai.title``), so apps never overwrite each other or the shared entries. A key
   outside that prefix is skipped and logged. The files are found by their location, so an app
   page gets its entries without registering anything and without the UI importing the app.
 * :func:`register_catalogue` adds entries from code, for a catalogue that is not a file.

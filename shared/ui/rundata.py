@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,18 +181,113 @@ def read_learning_curves(path: Path) -> tuple[pd.DataFrame, list[Problem]]:
             if not (torn_last and number == len(lines)):
                 bad_lines += 1
             continue
-        step = record.get("global_step") if isinstance(record, dict) else None
-        if isinstance(step, bool) or not isinstance(step, (int, float)):
+        points = _record_points(record)
+        if points is None:
             bad_lines += 1
             continue
-        for tag, value in record.items():
-            number_value = _finite_number(value)
-            if tag != "global_step" and number_value is not None:
-                rows.append((int(step), str(tag), number_value))
+        rows.extend(points)
     if bad_lines:
         problems.append(Problem.of("runs.problem.jsonl_bad_lines", count=bad_lines))
     frame = pd.DataFrame(rows, columns=["global_step", "tag", "value"])
     return frame, problems
+
+
+def _record_points(record: Any) -> list[tuple[int, str, float]] | None:
+    """Turn one log record into (global_step, tag, value) points; None when it has no global_step."""
+    step = record.get("global_step") if isinstance(record, dict) else None
+    if isinstance(step, bool) or not isinstance(step, (int, float)):
+        return None
+    points = []
+    for tag, value in record.items():
+        number = _finite_number(value)
+        if tag != "global_step" and number is not None:
+            points.append((int(step), str(tag), number))
+    return points
+
+
+class CurveTail:
+    """Follows the metrics.jsonl files of running jobs, parsing only the bytes appended since the last read.
+
+    Rereading a whole file on every poll would cost time in proportion to its length; this costs
+    time in proportion to what was logged since. A file that shrank or was replaced (a resumed run
+    truncates it) is read again from the start. Invalid lines are skipped here, and the Runs
+    browser reports them when the run is selected.
+
+    Limitation: a file truncated and then regrown past the last offset between two reads is not
+    detected as rewritten, so its points are then mixed; the Runs browser rereads whole files.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # path -> (inode, byte offset after the last complete line, points read so far)
+        self._state: dict[str, tuple[int, int, list[tuple[int, str, float]]]] = {}
+
+    def read(self, path: Path) -> pd.DataFrame:
+        """Return every point of ``path`` (long form), reading only what was appended since the last call."""
+        key = str(path)
+        with self._lock:
+            try:
+                stat = path.stat()
+            except OSError:
+                self._state.pop(key, None)
+                return pd.DataFrame(columns=["global_step", "tag", "value"])
+            inode, offset, points = self._state.get(key, (stat.st_ino, 0, []))
+            if inode != stat.st_ino or stat.st_size < offset:
+                offset, points = 0, []
+            if stat.st_size > offset:
+                with open(path, "rb") as file:
+                    file.seek(offset)
+                    chunk = file.read(stat.st_size - offset)
+                # Only complete lines are parsed; a torn last line waits for the rest of its bytes.
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                offset += len(complete)
+                points = points + self._parse(complete)
+            self._state[key] = (stat.st_ino, offset, points)
+            return pd.DataFrame(points, columns=["global_step", "tag", "value"])
+
+    @staticmethod
+    def _parse(chunk: bytes) -> list[tuple[int, str, float]]:
+        points: list[tuple[int, str, float]] = []
+        for line in chunk.decode("utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            points.extend(_record_points(record) or [])
+        return points
+
+
+def _flatten_numbers(mapping: Any, prefix: str = "") -> dict[str, float]:
+    """Collect the finite numbers of a possibly nested mapping; nested names join with "/".
+
+    A per-ranker section such as ``{"sasrec": {"ndcg@10": 0.31}}`` becomes ``sasrec/ndcg@10``.
+    """
+    numbers: dict[str, float] = {}
+    if not isinstance(mapping, dict):
+        return numbers
+    for name, value in mapping.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            numbers.update(_flatten_numbers(value, f"{key}/"))
+        elif (number := _finite_number(value)) is not None:
+            numbers[key] = number
+    return numbers
+
+
+def _flatten_bounds(mapping: Any, prefix: str = "") -> dict[str, tuple[float, float]]:
+    """Collect ``[low, high]`` pairs of a possibly nested mapping, named like :func:`_flatten_numbers`."""
+    bounds: dict[str, tuple[float, float]] = {}
+    if not isinstance(mapping, dict):
+        return bounds
+    for name, value in mapping.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            bounds.update(_flatten_bounds(value, f"{key}/"))
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            low, high = _finite_number(value[0]), _finite_number(value[1])
+            if low is not None and high is not None:
+                bounds[key] = (low, high)
+    return bounds
 
 
 def read_summary(path: Path) -> RunSummary:
@@ -210,22 +306,13 @@ def read_summary(path: Path) -> RunSummary:
         summary.problems.append(Problem.of("runs.problem.metrics_shape", file=metrics_path))
         return summary
 
-    for name, value in data["metrics"].items():
-        number = _finite_number(value)
-        if number is not None:
-            summary.metrics[str(name)] = number
-    ci95 = data.get("ci95") if isinstance(data.get("ci95"), dict) else {}
-    for name, bounds in ci95.items():
-        if isinstance(bounds, (list, tuple)) and len(bounds) == 2:
-            low, high = _finite_number(bounds[0]), _finite_number(bounds[1])
-            if low is not None and high is not None:
-                summary.ci95[str(name)] = (low, high)
+    summary.metrics = _flatten_numbers(data["metrics"])
+    summary.ci95 = _flatten_bounds(data.get("ci95"))
     baselines = data.get("baselines") if isinstance(data.get("baselines"), dict) else {}
     for baseline, values in baselines.items():
         # A baseline is either {metric: value} or {"metrics": {...}, "ci95": {...}}.
         metrics = values.get("metrics", values) if isinstance(values, dict) else {}
-        numbers = {str(k): n for k, v in metrics.items() if (n := _finite_number(v)) is not None} if isinstance(metrics, dict) else {}
-        summary.baselines[str(baseline)] = numbers
+        summary.baselines[str(baseline)] = _flatten_numbers(metrics)
     summary.info = {key: data[key] for key in ("scenario", "domain", "agent", "seed", "episodes") if key in data}
     return summary
 

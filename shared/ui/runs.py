@@ -34,6 +34,12 @@ def cached_summary(path: str, signature: tuple) -> rundata.RunSummary:
     return rundata.read_summary(Path(path))
 
 
+@st.cache_resource(show_spinner=False)
+def curve_tail() -> rundata.CurveTail:
+    """Return the one reader, shared by every session, that follows running jobs' metrics.jsonl."""
+    return rundata.CurveTail()
+
+
 def load_curves(folder: Path) -> tuple[pd.DataFrame, list[rundata.Problem]]:
     return cached_curves(str(folder), rundata.folder_signature(folder))
 
@@ -102,7 +108,7 @@ def render_job(runs_root: Path, job: jobs_module.Job) -> None:
             state = jobs_module.status(job)
 
         if run_folder is not None:
-            curves, _ = load_curves(run_folder)
+            curves = curve_tail().read(run_folder / "metrics.jsonl")
             if not curves.empty:
                 latest = int(curves["global_step"].max())
                 st.caption(t("jobs.progress", step=latest, folder=f"{run_folder.parent.name}/{run_folder.name}"))
@@ -256,7 +262,7 @@ def render_report(folder: rundata.RunFolder) -> None:
 
 
 def render_checkpoints(folder: rundata.RunFolder) -> None:
-    """List the run's checkpoints, or say clearly that it has none."""
+    """List the run's checkpoints, or show a warning when it has none."""
     checkpoints = rundata.list_checkpoints(folder.path)
     if not checkpoints:
         st.warning(t("runs.checkpoints.none", folder=folder.label), icon=":material/warning:")
