@@ -9,15 +9,13 @@ one process. Run: `.venv/bin/python benchmarks/ppo_vs_sb3.py [--steps N] [--roun
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_common import alternate, print_table  # noqa: E402
+from bench_common import alternate, print_table
 
 
 def scenariolab_runner(steps: int):

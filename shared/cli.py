@@ -198,10 +198,14 @@ def command_demo(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parents[1] / "streamlit_app.py"
     if not app.exists():
         raise ScenarioError(located(str(app), None, "the Streamlit app is not installed with this checkout"))
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address", args.address, "--browser.gatherUsageStats", "false"]
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port), "--server.address", args.address,
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+    ]
     if args.headless:
         command += ["--server.headless", "true"]
-    return subprocess.call(command)
+    print(f"ScenarioLab demo: http://{args.address}:{args.port}", flush=True)
+    return subprocess.call(command, cwd=app.parent)
 
 
 # Parser -------------------------------------------------------------------------------------------

@@ -61,10 +61,10 @@ class A2C(Agent):
         ).to(self.device)
         if config.optimizer == "rmsprop":
             self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
-                self.policy.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps
+                self.policy.parameters(), lr=config.learning_rate, alpha=config.rmsprop_alpha, eps=config.rmsprop_eps, foreach=True
             )
         else:
-            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate)
+            self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, foreach=True)
         self.num_iterations = max(self.total_steps // (config.num_steps * self.num_envs), 1)
         self.iteration = 0
 

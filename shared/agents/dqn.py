@@ -90,7 +90,7 @@ class DQN(Agent):
         self.q_network = build().to(self.device)
         self.target_network = build().to(self.device)
         self.target_network.load_state_dict(self.q_network.state_dict())
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=config.learning_rate)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=config.learning_rate, foreach=True)
         self.buffer = ReplayBuffer(
             config.buffer_size,
             observation_space.shape,
@@ -139,11 +139,14 @@ class DQN(Agent):
 
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
         epsilon = self.config.eval_eps if deterministic else self.epsilon
-        actions = self._greedy(obs)
-        if epsilon > 0:
-            explore = self.rng.random(len(actions)) < epsilon
-            actions = np.where(explore, self.rng.integers(0, self.action_space.n, size=len(actions)), actions)
-        return actions
+        if epsilon <= 0:
+            return self._greedy(obs)
+        count = len(obs)
+        explore = self.rng.random(count) < epsilon
+        random_actions = self.rng.integers(0, self.action_space.n, size=count)
+        if explore.all():  # skip the forward pass when every env explores (always, before learning starts)
+            return random_actions
+        return np.where(explore, random_actions, self._greedy(obs))
 
     def train_iteration(self, collector: VectorCollector) -> dict[str, float]:
         config = self.config

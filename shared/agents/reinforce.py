@@ -61,7 +61,8 @@ class Reinforce(Agent):
             [
                 {"params": actor_parameters, "lr": config.learning_rate},
                 {"params": self.policy.critic.parameters(), "lr": config.value_learning_rate},
-            ]
+            ],
+            foreach=True,
         )
         self._open: list[list[tuple[np.ndarray, np.ndarray, float]]] = [[] for _ in range(self.num_envs)]
 

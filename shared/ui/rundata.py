@@ -213,8 +213,8 @@ class CurveTail:
     truncates it) is read again from the start. Invalid lines are skipped here, and the Runs
     browser reports them when the run is selected.
 
-    Limitation: a file truncated and then regrown past the last offset between two reads is not
-    detected as rewritten, so its points are then mixed; the Runs browser rereads whole files.
+    Limitation: a file truncated and then regrown past the last offset between two reads looks
+    appended to, so old and new points mix. The Runs browser rereads whole files instead.
     """
 
     def __init__(self) -> None:

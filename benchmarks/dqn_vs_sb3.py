@@ -1,0 +1,74 @@
+"""DQN training throughput: ScenarioLab against Stable-Baselines3 on CartPole-v1, same settings.
+
+Target: ScenarioLab's median training steps per second is at least 2x SB3's.
+Both sides use the RL Zoo CartPole settings: one env, lr 2.3e-3, batch 64, buffer 100k, learning
+starts at 1000, train every 256 steps with 128 gradient steps, target update every 10 steps,
+256-256 ReLU network, Huber loss, one torch thread; rounds alternate in one process.
+Run: `.venv/bin/python benchmarks/dqn_vs_sb3.py [--steps N] [--rounds R]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bench_common import alternate, print_table
+
+
+def scenariolab_runner(steps: int):
+    from shared.logging import MetricLogger
+    from shared.registry import get_kind
+    from shared.rollout import VectorCollector
+    from shared.scenario import load_scenario
+    from shared.training import Trainer
+
+    loaded = load_scenario("scenarios/classic/cartpole_dqn.yaml", ["logging.tensorboard=false"])
+    kind = get_kind("gym")
+
+    def run() -> int:
+        envs = kind.make_vector_env(loaded, 0)
+        agent = kind.build_agent(loaded, envs, steps, 0)
+        collector = VectorCollector(envs, 0)
+        with tempfile.TemporaryDirectory() as folder:
+            logger = MetricLogger(folder, tensorboard=False)
+            Trainer(agent, collector, logger, Path(folder) / "checkpoints", steps, progress=False, save_replay_buffer=False).train()
+            logger.close()
+        envs.close()
+        return collector.global_step
+
+    return run
+
+
+def sb3_runner(steps: int):
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.env_util import make_vec_env
+
+    def run() -> int:
+        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        model = DQN(
+            "MlpPolicy", env, learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
+            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+            exploration_final_eps=0.04, policy_kwargs={"net_arch": [256, 256]}, seed=0, device="cpu", verbose=0,
+        )
+        model.learn(total_timesteps=steps)
+        env.close()
+        return model.num_timesteps
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    results = alternate(args.rounds, {"scenariolab": scenariolab_runner(args.steps), "sb3": sb3_runner(args.steps)})
+    print_table("dqn_vs_sb3", results, "scenariolab", "sb3")
+
+
+if __name__ == "__main__":
+    main()
