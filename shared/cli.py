@@ -11,9 +11,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import TYPE_CHECKING, NoReturn, Sequence
 
 from shared.errors import ScenarioError, ScenarioLabError, located
+
+if TYPE_CHECKING:
+    from shared.kinds import RunOptions, ScenarioKind
+    from shared.scenario import LoadedScenario
 
 logger = logging.getLogger("scenariolab")
 
@@ -115,6 +119,8 @@ def command_run(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else loaded.scenario.seed
     out = Path(args.out)
     options = RunOptions(budget=args.budget, seed=seed, resume=args.resume is not None, progress=not args.no_progress, distributed=args.distributed)
+    if args.distributed:
+        return _run_distributed(args, loaded, kind, options)
     if args.resume is not None:
         run_dir = RunDir(_find_resume_dir(out, loaded.name, args.resume or None))
         stored = (run_dir.path / "scenario.yaml").read_text(encoding="utf-8") if (run_dir.path / "scenario.yaml").exists() else None
@@ -130,6 +136,37 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"interrupted at global_step {summary['global_step']}; resume with: scenariolab run {args.scenario} --resume {run_dir.path}")
         return 130
     _print_summary(summary, run_dir.path)
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "ScenarioKind", options: "RunOptions") -> int:
+    """Run one torchrun rank of ``run --distributed``: rank 0 creates and fills the run folder, other ranks write nothing."""
+    from shared.distributed import init_distributed, shutdown
+    from shared.kinds import GymKind
+    from shared.rundir import RunDir, check_writable
+
+    source = str(loaded.source)
+    if args.resume is not None:
+        raise ScenarioError(located(source, "--resume", "cannot be combined with --distributed; resume the run in a single process"))
+    # Limitation: only kinds that train through the shared Gym pipeline know about ranks.
+    if not isinstance(kind, GymKind) or type(kind).run is not GymKind.run:
+        raise ScenarioError(located(source, "kind", f"--distributed supports kinds that train through the shared Gym pipeline, not {loaded.scenario.kind!r}"))
+    context = init_distributed(loaded.scenario.device)
+    try:
+        if context.is_main:
+            check_writable(Path(args.out))
+            run_dir = RunDir.create(Path(args.out), loaded.name, options.seed)
+            logger.info("run folder: %s (%d ranks)", run_dir.path, context.world_size)
+        else:
+            run_dir = RunDir(Path(args.out) / loaded.name / f"rank{context.rank}-not-written")
+        summary = kind.run(loaded, run_dir, options)
+    finally:
+        shutdown()
+    if context.is_main:
+        if summary.get("interrupted"):
+            print(f"interrupted at global_step {summary['global_step']}")
+            return 130
+        _print_summary(summary, run_dir.path)
     return 0
 
 
@@ -251,13 +288,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="run seeds x grid points of a scenario as Ray tasks")
     sweep.add_argument("scenario", metavar="SCENARIO")
-    sweep.add_argument("--seeds", type=int, default=5)
-    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2")
-    sweep.add_argument("--address", default=None)
-    sweep.add_argument("--cpus-per-trial", type=float, default=1.0)
+    sweep.add_argument("--seeds", type=int, default=5, help="seeds per grid point, counting up from the scenario's seed (default: 5)")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="a dotted field path and its values, e.g. perturb.obs_noise=0,0.05; repeat for more keys")
+    sweep.add_argument("--address", default=None, metavar="HOST:PORT", help="join this Ray cluster (default: start a local Ray)")
+    sweep.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs Ray reserves for each trial (default: 1)")
     sweep.add_argument("--budget", choices=["smoke", "default", "full"], default="default")
-    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    sweep.add_argument("--out", default="runs")
+    sweep.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field in every trial")
+    sweep.add_argument("--out", default=None, metavar="SWEEP_DIR", help="the sweep folder; running the same command again resumes it (default: runs/sweeps/<scenario>)")
     sweep.set_defaults(func=command_sweep)
 
     demo = commands.add_parser("demo", help="start the Streamlit demo")

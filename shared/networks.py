@@ -145,6 +145,9 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
 
     def update(self, batch: np.ndarray) -> None:
+        """Fold a batch (first axis = samples) into the statistics; an empty batch changes nothing."""
+        if len(batch) == 0:
+            return
         batch_t = torch.as_tensor(batch, dtype=torch.float64)
         batch_mean = batch_t.mean(dim=0)
         batch_var = batch_t.var(dim=0, unbiased=False)

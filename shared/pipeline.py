@@ -71,24 +71,44 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
 
     scenario = loaded.scenario
     seed = options.seed if options.seed is not None else scenario.seed
-    seed_everything(seed)
     total_steps = scenario.steps_for(options.budget) if scenario.train else 0
-    if not options.resume:
+
+    # Under torchrun (--distributed) each rank gets its own seeds and an equal share of the budget,
+    # and only rank 0 writes to the run folder. In a single process rank is 0 and world_size 1.
+    context = None
+    if options.distributed:
+        from shared.distributed import current_context, rank_budget, rank_seed
+
+        context = current_context()
+    rank = context.rank if context else 0
+    world_size = context.world_size if context else 1
+    is_main = rank == 0
+    rank_seed_value = rank_seed(seed, rank) if context else seed
+    if context:
+        total_steps = rank_budget(total_steps, world_size)
+
+    seed_everything(rank_seed_value)
+    if not options.resume and is_main:
         run_dir.write_scenario(loaded)
 
-    envs = kind.make_vector_env(loaded, seed)
+    envs = kind.make_vector_env(loaded, rank_seed_value)
     configure_torch(loaded, is_image_space(envs.single_observation_space))
-    agent = kind.build_agent(loaded, envs, total_steps, seed)
+    agent = kind.build_agent(loaded, envs, total_steps, rank_seed_value)
     if scenario.checkpoint_path and not options.resume:
         load_agent(agent, loaded.resolve_path(scenario.checkpoint_path), weights_only=True)
+    if context:
+        from shared.distributed import broadcast_agent
+
+        broadcast_agent(agent)
     if scenario.compile:
         agent.compile()
 
     result = None
     started = time.perf_counter()
     if total_steps > 0:
-        collector = VectorCollector(envs, seed)
-        latest = run_dir.checkpoints / "latest"
+        collector = VectorCollector(envs, rank_seed_value)
+        checkpoint_dir = run_dir.checkpoints if is_main else run_dir.path / "checkpoints"
+        latest = checkpoint_dir / "latest"
         resume_step = None
         if options.resume:
             if not latest.with_suffix(".json").exists():
@@ -96,26 +116,33 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
             from shared.checkpoints import load_checkpoint
 
             resume_step = int(load_checkpoint(latest)[1]["global_step"])
-        metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard, resume_step=resume_step)
+        trainer_class = Trainer
+        if context is None:
+            metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard, resume_step=resume_step)
+        else:
+            from shared.distributed import NullMetricLogger, SilentTrainer, WorldMetricLogger
+
+            metric_logger = WorldMetricLogger(run_dir.path, world_size, scenario.logging.tensorboard) if is_main else NullMetricLogger()
+            trainer_class = Trainer if is_main else SilentTrainer
         evaluation = scenario.evaluation
 
         def periodic_eval(current: "Agent") -> dict[str, float]:
             summary = evaluate_agent(kind, loaded, current, evaluation.interval_episodes, evaluation.seeds[:1], random_baseline=False)
             return summary["metrics"]
 
-        trainer = Trainer(
+        trainer = trainer_class(
             agent,
             collector,
             metric_logger,
-            run_dir.checkpoints,
+            checkpoint_dir,
             total_steps,
-            evaluate=periodic_eval,
+            evaluate=periodic_eval if is_main else None,
             eval_interval=evaluation.interval,
             checkpoint_interval=scenario.checkpoint.interval,
             log_interval=scenario.logging.interval,
-            progress=options.progress,
+            progress=options.progress and is_main,
             save_replay_buffer=scenario.checkpoint.save_replay_buffer,
-            metadata={"scenario": scenario.name, "kind": scenario.kind, "env_id": scenario.env.id if scenario.env else None, "seed": seed},
+            metadata={"scenario": scenario.name, "kind": scenario.kind, "env_id": scenario.env.id if scenario.env else None, "seed": seed, "world_size": world_size},
         )
         if options.resume:
             trainer.restore(latest)
@@ -125,11 +152,14 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
             metric_logger.close()
             envs.close()
         if result.interrupted:
-            return {"interrupted": True, "global_step": result.global_step, "checkpoint": str(result.latest)}
+            return {"interrupted": True, "global_step": result.global_step * world_size, "checkpoint": str(result.latest)}
     else:
         envs.close()
         if not scenario.checkpoint_path:
             raise ScenarioError(located(str(loaded.source), "checkpoint_path", "the scenario trains nothing (train: false or a zero budget), so it needs a checkpoint to evaluate"))
+
+    if not is_main:
+        return {"rank": rank, "train_steps": result.global_step if result else 0}
 
     evaluation = scenario.evaluation
     summary = evaluate_agent(kind, loaded, agent, evaluation.episodes, evaluation.seeds, random_baseline=evaluation.random_baseline)
@@ -143,10 +173,11 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
         summary["baselines"],
         extra={
             "budget": options.budget,
-            "train_steps": result.global_step if result else 0,
+            "train_steps": result.global_step * world_size if result else 0,
             "train_seconds": round(time.perf_counter() - started, 2),
             "checkpoint": str(run_dir.checkpoints / "latest") if result else str(loaded.resolve_path(scenario.checkpoint_path or "")),
             "perturb": dict(scenario.perturb),
+            **({"world_size": world_size} if context else {}),
         },
     )
     run_dir.write_metrics(metrics)

@@ -3,7 +3,7 @@
 One call of :meth:`Trainer.train` repeats ``agent.train_iteration(collector)`` until the step budget
 is spent. Between iterations it logs, evaluates and checkpoints. Ctrl-C is caught at the next
 iteration boundary, where the state is consistent, and saved as the latest checkpoint; a second
-Ctrl-C stops at once. A checkpoint holds the agent (networks, optimisers, counters, replay buffer),
+Ctrl-C stops at once. A checkpoint contains the agent (networks, optimisers, counters, replay buffer),
 the collector (current observations, autoreset flags, episode accumulators, env state where it can
 be captured) and the RNG states of Python, numpy and torch, so ``--resume`` continues the run as if
 it had not stopped.
@@ -61,7 +61,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 @dataclass
 class TrainResult:
-    """How training ended: the final step, whether Ctrl-C stopped it, and the latest checkpoint."""
+    """Outcome of training: the final step, whether Ctrl-C stopped it, and the latest checkpoint."""
 
     global_step: int
     interrupted: bool
@@ -178,7 +178,7 @@ class Trainer:
         metadata = load_agent(self.agent, stem)  # validates agent name and network shapes
         tensors, _ = load_checkpoint(stem)
         if not metadata.get("resumable"):
-            raise CheckpointError(f"{stem}.json: resumable: this checkpoint holds weights only; resume needs a 'latest' checkpoint")
+            raise CheckpointError(f"{stem}.json: resumable: this checkpoint contains weights only; resume needs a 'latest' checkpoint")
         state = unflatten_state(metadata["state"], tensors)
         exact = self.collector.load_state(state["collector"])
         set_rng_state(state["rng"])
@@ -256,7 +256,7 @@ class Trainer:
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
-    """A tqdm bar on a terminal; None when stderr is not a TTY or progress is off."""
+    """Create a tqdm bar on a terminal; return None when stderr is not a TTY or progress is off."""
     if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm

@@ -104,9 +104,7 @@ class A2C(Agent):
         valid = np.zeros((steps, envs), dtype=bool)
         for t in range(steps):
             if config.normalize_observation:
-                fresh = collector.obs[~collector.prev_done]
-                if len(fresh):
-                    policy.normalizer.stats.update(fresh)
+                policy.normalizer.stats.update(collector.obs[~collector.prev_done])
             action, log_prob, entropy, value = policy.action_and_value(torch.as_tensor(collector.obs, device=self.device))
             step = collector.step(clip_to_box(action.detach().cpu().numpy(), self.action_space))
             log_probs.append(log_prob)

@@ -165,19 +165,26 @@ class DQN(Agent):
         if self.env_steps < config.learning_starts or len(self.buffer) < config.batch_size:
             return logs
 
-        # Gradient steps on the TD error against the target network.
+        # Gradient steps on the TD error against the target network. The target network does not
+        # change during this loop, so all minibatches are sampled at once and their target-network
+        # values come from one batched forward pass instead of one pass per gradient step.
+        steps, size = config.gradient_steps, config.batch_size
+        batch = self.buffer.sample(steps * size)
+        all_obs = torch.as_tensor(batch["obs"], device=self.device)
+        all_next_obs = torch.as_tensor(batch["next_obs"], device=self.device)
+        all_actions = torch.as_tensor(batch["actions"], device=self.device).long()
+        all_returns = torch.as_tensor(batch["returns"], device=self.device)
+        all_discounts = torch.as_tensor(batch["discounts"], device=self.device)
+        with torch.no_grad():
+            all_next_q_target = self.target_network(all_next_obs)
         td_losses, q_values = [], []
-        for _ in range(config.gradient_steps):
-            batch = self.buffer.sample(config.batch_size)
-            obs = torch.as_tensor(batch["obs"], device=self.device)
-            next_obs = torch.as_tensor(batch["next_obs"], device=self.device)
-            actions = torch.as_tensor(batch["actions"], device=self.device).long()
-            returns = torch.as_tensor(batch["returns"], device=self.device)
-            discounts = torch.as_tensor(batch["discounts"], device=self.device)
+        for step in range(steps):
+            part = slice(step * size, (step + 1) * size)
+            obs, actions = all_obs[part], all_actions[part]
             with torch.no_grad():
-                next_q_target = self.target_network(next_obs)
-                next_q_online = self.q_network(next_obs) if config.double_q else None
-                target = dqn_target(returns, discounts, next_q_target, next_q_online)
+                # Double DQN picks the next action with the online network as it is now.
+                next_q_online = self.q_network(all_next_obs[part]) if config.double_q else None
+                target = dqn_target(all_returns[part], all_discounts[part], all_next_q_target[part], next_q_online)
             q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
             loss = F.smooth_l1_loss(q, target) if config.loss == "huber" else F.mse_loss(q, target)
             self.optimizer.zero_grad()
@@ -186,8 +193,8 @@ class DQN(Agent):
             if config.max_grad_norm is not None:
                 nn.utils.clip_grad_norm_(self.q_network.parameters(), config.max_grad_norm)
             self.optimizer.step()
-            td_losses.append(loss.item())
-            q_values.append(q.mean().item())
+            td_losses.append(loss.detach())
+            q_values.append(q.detach().mean())
 
         # Target network: hard copy (tau = 1) or Polyak averaging every target_update_interval steps.
         if self.env_steps - self.last_target_update >= config.target_update_interval:
@@ -196,6 +203,6 @@ class DQN(Agent):
                     target_param.mul_(1.0 - config.tau).add_(config.tau * param)
             self.last_target_update = self.env_steps
 
-        logs["losses/td_loss"] = float(np.mean(td_losses))
-        logs["losses/q_values"] = float(np.mean(q_values))
+        logs["losses/td_loss"] = float(torch.stack(td_losses).mean())
+        logs["losses/q_values"] = float(torch.stack(q_values).mean())
         return logs

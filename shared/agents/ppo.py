@@ -194,9 +194,7 @@ class PPO(Agent):
         for t in range(steps):
             obs_buffer[t] = collector.obs
             if config.normalize_observation:
-                fresh = collector.obs[~collector.prev_done]  # final observations were counted on the step before
-                if len(fresh):
-                    policy.normalizer.stats.update(fresh)
+                policy.normalizer.stats.update(collector.obs[~collector.prev_done])  # final observations were counted on the step before
             with torch.no_grad():
                 action, log_prob, _, value = policy.action_and_value(torch.as_tensor(collector.obs, device=self.device))
             step = collector.step(clip_to_box(action.cpu().numpy(), self.action_space))

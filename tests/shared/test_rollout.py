@@ -95,3 +95,13 @@ def test_n_step_truncation_keeps_bootstrap():
     # obs 1 -> 1 with bootstrap 0.5.
     assert buffer.returns[:2].tolist() == [1.5, 1.0]
     assert buffer.discounts[:2].tolist() == [0.25, 0.5]
+
+
+def test_running_statistics_ignore_empty_batches():
+    from shared.networks import RunningMeanStd
+
+    stats = RunningMeanStd((2,))
+    stats.update(np.array([[1.0, 2.0], [3.0, 4.0]]))
+    stats.update(np.zeros((0, 2)))
+    assert np.allclose(stats.mean.numpy(), [2.0, 3.0], atol=1e-3)
+    assert np.all(np.isfinite(stats.var.numpy()))

@@ -1,0 +1,152 @@
+"""Data-parallel training under ``torchrun``: process group, per-rank seeds and budget, rank-0 output.
+
+``torchrun --nproc-per-node K -m shared.cli run SCENARIO --distributed`` starts K processes. Each
+rank steps its own vector env with its own seeds and collects ``ceil(budget / K)`` environment
+steps, and the agents average their gradients across ranks (``Agent.average_gradients``) before
+every optimiser step. Rank 0 broadcasts the initial weights, so all ranks hold the same parameters
+from the first update on. Only rank 0 logs, writes checkpoints and evaluates; other ranks write
+nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from shared.errors import ScenarioError, located
+from shared.logging import MetricLogger
+from shared.training import Trainer
+
+if TYPE_CHECKING:
+    from shared.agents.base import Agent
+
+logger = logging.getLogger("scenariolab.distributed")
+
+RANK_SEED_OFFSET = 1_000_000  # rank r seeds its envs and RNGs with seed + r * RANK_SEED_OFFSET
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    """This process's place in the process group."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    backend: str
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_context: DistributedContext | None = None
+
+
+def init_distributed(device: str = "cpu") -> DistributedContext:
+    """Join the process group described by torchrun's environment variables.
+
+    The backend is NCCL when the scenario's device is a CUDA device and one is present, else gloo.
+    Raises ScenarioError when the process was not started by torchrun.
+    """
+    global _context
+    missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
+    if missing:
+        raise ScenarioError(located(None, "--distributed", f"{', '.join(missing)} not set; launch with `torchrun --nproc-per-node K -m shared.cli run SCENARIO --distributed`"))
+    local_rank = int(os.environ["LOCAL_RANK"])
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=PROCESS_GROUP_TIMEOUT)
+    _context = DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank, backend)
+    if not _context.is_main:
+        logging.getLogger("scenariolab").setLevel(logging.WARNING)
+    logger.info("process group: %d ranks, backend %s", _context.world_size, backend)
+    return _context
+
+
+def current_context() -> DistributedContext | None:
+    """Return the context set by :func:`init_distributed`, or None in a single process."""
+    return _context
+
+
+def shutdown() -> None:
+    """Leave the process group (call once training and evaluation are over)."""
+    global _context
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _context = None
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Return rank ``rank``'s seed, far enough from the others' that their env seeds never overlap."""
+    return seed + rank * RANK_SEED_OFFSET
+
+
+def rank_budget(total_steps: int, world_size: int) -> int:
+    """Return each rank's share of the step budget.
+
+    Every rank gets the same share (rounded up), because an unequal number of training iterations
+    would leave one rank waiting forever in the gradient all-reduce. The total may exceed the
+    budget by at most ``world_size - 1`` steps, plus the overshoot of the last iteration that a
+    single process also has.
+    """
+    return math.ceil(total_steps / world_size)
+
+
+def broadcast_agent(agent: "Agent") -> None:
+    """Copy rank 0's parameters and buffers to every rank, so all ranks start from the same weights."""
+    # Limitation: observation and reward normalisation statistics are module buffers that each rank
+    # then updates from its own envs. They are not averaged, and rank 0's are saved in checkpoints.
+    for module in agent.modules().values():
+        for tensor in module.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+class WorldMetricLogger(MetricLogger):
+    """Rank 0's logger: counts ``global_step`` and ``charts/SPS`` across all ranks.
+
+    Ranks step in lockstep (each update waits for the all-reduce), so rank 0's step count times
+    the world size is the total number of environment steps.
+    """
+
+    def __init__(self, run_path: Path | str, world_size: int, tensorboard: bool = True) -> None:
+        super().__init__(run_path, tensorboard)
+        self.world_size = world_size
+
+    def log(self, global_step: int, values: dict[str, Any]) -> None:
+        scaled = dict(values)
+        if "charts/SPS" in scaled:
+            scaled["charts/SPS"] = float(scaled["charts/SPS"]) * self.world_size
+        super().log(global_step * self.world_size, scaled)
+
+
+class NullMetricLogger(MetricLogger):
+    """The logger of ranks other than 0: accepts every call and writes nothing."""
+
+    def __init__(self) -> None:  # no file and no TensorBoard writer
+        pass
+
+    def log(self, global_step: int, values: dict[str, Any]) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class SilentTrainer(Trainer):
+    """The trainer of ranks other than 0: trains and all-reduces like rank 0 but saves no checkpoint."""
+
+    def save(self, name: str, include_run_state: bool = True) -> Path:
+        return self.checkpoint_dir / name
