@@ -75,8 +75,8 @@ class Agent(ABC):
     def modules(self) -> dict[str, torch.nn.Module]:
         """Return the networks by name; their weights are what checkpoints store."""
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Return the optimisers by name, so a resumed run continues with their moments."""
+    def optimizers(self) -> dict[str, Any]:
+        """Return the optimisers by name (anything with state_dict/load_state_dict), so a resumed run continues with their moments."""
         return {}
 
     def extra_state(self) -> dict[str, Any]:

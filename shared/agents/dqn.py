@@ -27,6 +27,7 @@ from torch import nn
 from shared.agents.base import Agent, AgentConfig, Capabilities
 from shared.agents.policies import QNetwork, linear_schedule
 from shared.buffers import ReplayBuffer
+from shared.optim import FlatAdam
 from shared.rollout import VectorCollector
 
 
@@ -90,7 +91,7 @@ class DQN(Agent):
         self.q_network = build().to(self.device)
         self.target_network = build().to(self.device)
         self.target_network.load_state_dict(self.q_network.state_dict())
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=config.learning_rate, foreach=True)
+        self.optimizer = FlatAdam(self.q_network.parameters(), lr=config.learning_rate)
         self.buffer = ReplayBuffer(
             config.buffer_size,
             observation_space.shape,
@@ -110,7 +111,7 @@ class DQN(Agent):
     def modules(self) -> dict[str, nn.Module]:
         return {"q_network": self.q_network, "target_network": self.target_network}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, FlatAdam]:  # type: ignore[override]
         return {"optimizer": self.optimizer}
 
     def extra_state(self) -> dict[str, Any]:
@@ -191,7 +192,7 @@ class DQN(Agent):
             loss.backward()
             self.average_gradients()
             if config.max_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.q_network.parameters(), config.max_grad_norm)
+                self.optimizer.clip_grad_norm_(config.max_grad_norm)
             self.optimizer.step()
             td_losses.append(loss.detach())
             q_values.append(q.detach().mean())

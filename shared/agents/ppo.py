@@ -23,6 +23,7 @@ from shared.agents.base import Agent, AgentConfig, Capabilities
 from shared.agents.policies import ActorCritic, clip_to_box
 from shared.buffers import compute_gae
 from shared.networks import RunningMeanStd
+from shared.optim import FlatAdam
 from shared.rollout import VectorCollector
 
 
@@ -86,8 +87,12 @@ def ppo_loss(
     else:
         value_loss = 0.5 * ((new_values - returns) ** 2).mean()
 
-    entropy_loss = entropy.mean()
-    loss = policy_loss - ent_coef * entropy_loss + vf_coef * value_loss
+    if ent_coef == 0.0:  # logged only, so keep it out of the backward pass
+        entropy_loss = entropy.detach().mean()
+        loss = policy_loss + vf_coef * value_loss
+    else:
+        entropy_loss = entropy.mean()
+        loss = policy_loss - ent_coef * entropy_loss + vf_coef * value_loss
     parts = {
         "policy_loss": policy_loss.detach(),
         "value_loss": value_loss.detach(),
@@ -136,7 +141,7 @@ class PPO(Agent):
             config.normalize_observation,
             config.log_std_init,
         ).to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5, foreach=True)
+        self.optimizer = FlatAdam(self.policy.parameters(), lr=config.learning_rate, eps=1e-5)
         self.reward_scaler = RewardScaler(self.num_envs, config.gamma)
         self.batch_size = config.num_steps * self.num_envs
         self.num_iterations = max(self.total_steps // self.batch_size, 1)
@@ -145,7 +150,7 @@ class PPO(Agent):
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy, "reward_scaler": self.reward_scaler}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, FlatAdam]:  # type: ignore[override]
         return {"optimizer": self.optimizer}
 
     def extra_state(self) -> dict[str, Any]:
@@ -236,7 +241,7 @@ class PPO(Agent):
                 self.optimizer.zero_grad()
                 loss.backward()
                 self.average_gradients()
-                nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+                self.optimizer.clip_grad_norm_(config.max_grad_norm)
                 self.optimizer.step()
                 for key, value in parts.items():
                     stats[key].append(value)

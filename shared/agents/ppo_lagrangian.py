@@ -9,7 +9,7 @@ it rises while the measured episodic cost exceeds the limit and falls (down to 0
 The advantage of the surrogate is ``(A_r - lambda * A_c) / (1 + lambda)``, with ``A_c`` from a
 separate cost critic trained on cost returns. Dividing by ``1 + lambda`` keeps the step size
 comparable as lambda grows. Multiplier defaults follow OmniSafe's PPOLag configuration
-(``lagrangian_multiplier_init`` 0.001, ``lambda_lr`` 0.035 with Adam); OmniSafe's ``cost_limit`` of
+(``lagrangian_multiplier_init`` 0.001, ``lambda_lr`` 0.035 with Adam). OmniSafe's ``cost_limit`` of
 25 is for 1000-step Safety-Gymnasium episodes, so scenarios set their own limit for their episode
 length (0.75 for a 30-step highway-env episode at the same cost per step).
 
@@ -31,6 +31,7 @@ from shared.agents.policies import clip_to_box
 from shared.agents.ppo import PPO, PPOConfig, _explained_variance, ppo_loss
 from shared.buffers import compute_gae
 from shared.networks import MLP, make_encoder, to_channels_first
+from shared.optim import FlatAdam
 from shared.rollout import VectorCollector
 
 
@@ -98,7 +99,8 @@ class PPOLagrangian(PPO):
     def __init__(self, observation_space, action_space, config: PPOLagrangianConfig, **kwargs: Any) -> None:
         super().__init__(observation_space, action_space, config, **kwargs)
         self.cost_critic = CostCritic(observation_space, config.hidden_sizes, config.activation, config.network).to(self.device)
-        self.optimizer.add_param_group({"params": list(self.cost_critic.parameters())})
+        # One optimiser over actor, critic and cost critic, so one global gradient norm is clipped.
+        self.optimizer = FlatAdam([*self.policy.parameters(), *self.cost_critic.parameters()], lr=config.learning_rate, eps=1e-5)
         self.lagrange = LagrangeMultiplier(config.lagrangian_multiplier_init, config.lambda_lr, config.lambda_upper_bound)
         self.episode_cost_estimate = 0.0
         self._running_costs = np.zeros(self.num_envs, dtype=np.float64)
@@ -106,7 +108,7 @@ class PPOLagrangian(PPO):
     def modules(self) -> dict[str, nn.Module]:
         return {**super().modules(), "cost_critic": self.cost_critic, "lagrange": self.lagrange}
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def optimizers(self) -> dict[str, Any]:
         return {**super().optimizers(), "lagrange_optimizer": self.lagrange.optimizer}
 
     def extra_state(self) -> dict[str, Any]:
@@ -129,8 +131,7 @@ class PPOLagrangian(PPO):
 
         if config.anneal_lr:
             fraction = 1.0 - self.iteration / self.num_iterations
-            for group in self.optimizer.param_groups:
-                group["lr"] = max(fraction, 0.0) * config.learning_rate
+            self.optimizer.param_groups[0]["lr"] = max(fraction, 0.0) * config.learning_rate
         self.iteration += 1
 
         # Rollout, recording costs and cost values beside rewards and values.
@@ -149,9 +150,7 @@ class PPOLagrangian(PPO):
         for t in range(steps):
             obs_buffer[t] = collector.obs
             if config.normalize_observation:
-                fresh = collector.obs[~collector.prev_done]
-                if len(fresh):
-                    policy.normalizer.stats.update(fresh)
+                policy.normalizer.stats.update(collector.obs[~collector.prev_done])  # final observations were counted on the step before
             with torch.no_grad():
                 obs_t = torch.as_tensor(collector.obs, device=self.device)
                 action, log_prob, _, value = policy.action_and_value(obs_t)
@@ -202,7 +201,6 @@ class PPOLagrangian(PPO):
         count = len(flat_valid)
         minibatch_size = max(count // config.num_minibatches, 1)
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": [], "cost_value_loss": []}
-        parameters = list(policy.parameters()) + list(self.cost_critic.parameters())
         for _epoch in range(config.update_epochs):
             order = torch.randperm(count)
             for start in range(0, count, minibatch_size):
@@ -220,7 +218,8 @@ class PPOLagrangian(PPO):
                 loss = loss + config.cost_vf_coef * cost_value_loss
                 self.optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+                self.average_gradients()
+                self.optimizer.clip_grad_norm_(config.max_grad_norm)
                 self.optimizer.step()
                 for key, value in parts.items():
                     stats[key].append(float(value))
