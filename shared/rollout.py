@@ -62,7 +62,7 @@ class VectorCollector:
         self.envs = envs
         self.num_envs = envs.num_envs
         self.seed = seed
-        obs, _ = envs.reset(seed=seed)
+        obs, infos = envs.reset(seed=seed)
         self.obs = obs
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
         self.global_step = 0
@@ -71,6 +71,7 @@ class VectorCollector:
         self.episode_costs = np.zeros(self.num_envs, dtype=np.float64)
         self.game_score_envs = np.zeros(self.num_envs, dtype=bool)
         self.completed: list[EpisodeRecord] = []
+        self._mark_game_score_envs(infos)
 
     def step(self, actions: np.ndarray) -> StepBatch:
         """Step every env once and update the bookkeeping; see the module docstring for ``valid``."""
@@ -102,8 +103,15 @@ class VectorCollector:
         self.obs = next_obs
         return batch
 
+    def _mark_game_score_envs(self, infos: dict[str, Any]) -> None:
+        """Note envs whose reset info sets ``reports_game_score``: their episodes are logged only from ``episode_return``."""
+        marks = _info_array(infos, "reports_game_score", self.num_envs)
+        if marks is not None:
+            self.game_score_envs |= marks[1] & marks[0].astype(bool)
+
     def _record_game_scores(self, infos: dict[str, Any]) -> None:
         """Use ``info["episode_return"]`` where an env reports the score of a whole game itself."""
+        self._mark_game_score_envs(infos)
         scores = _info_array(infos, "episode_return", self.num_envs)
         if scores is None:
             return
