@@ -70,14 +70,14 @@ class TrainResult:
     best_score: float | None
 
 
-class _InterruptFlag:
+class InterruptFlag:
     """Turns the first SIGINT into a flag checked between iterations; the second one raises at once."""
 
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
 
-    def __enter__(self) -> "_InterruptFlag":
+    def __enter__(self) -> "InterruptFlag":
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not in the main thread (e.g. inside a UI worker): no handler installed
@@ -194,13 +194,13 @@ class Trainer:
     def train(self) -> TrainResult:
         """Train until the budget is spent or Ctrl-C; always leaves a ``latest`` checkpoint."""
         collector = self.collector
-        bar = _progress_bar(self.total_steps, collector.global_step, self.progress)
+        bar = progress_bar(self.total_steps, collector.global_step, self.progress)
         start_time = time.perf_counter()
         start_step = collector.global_step
         last_return: float | None = None
         interrupted = False
         best_path: Path | None = self.checkpoint_dir / "best" if (self.checkpoint_dir / "best.json").exists() else None
-        with _InterruptFlag() as interrupt:
+        with InterruptFlag() as interrupt:
             try:
                 while collector.global_step < self.total_steps:
                     before = collector.global_step
@@ -255,10 +255,10 @@ class Trainer:
         return None
 
 
-def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+def progress_bar(total: int, initial: int = 0, enabled: bool = True, desc: str = "train") -> Any:
     """Create a tqdm bar on a terminal; return None when stderr is not a TTY or progress is off."""
     if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc="train")
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, desc=desc)

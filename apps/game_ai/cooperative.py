@@ -569,15 +569,15 @@ class CooperativePPOKind(ScenarioKind):
 
     def _train(self, trainer: SharedPPOTrainer, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions) -> bool:
         """Train with logging, checkpoints, a progress bar and Ctrl-C handling; return True if interrupted."""
-        from apps.game_ai.selfplay import _progress_bar, _StopOnInterrupt
+        from shared.training import InterruptFlag, progress_bar
 
         scenario = loaded.scenario
         metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard)
-        bar = _progress_bar(trainer.total_steps, options.progress)
+        bar = progress_bar(trainer.total_steps, enabled=options.progress, desc="pistonball")
         next_checkpoint = scenario.checkpoint.interval or None
         started = time.perf_counter()
         try:
-            with _StopOnInterrupt() as interrupt:
+            with InterruptFlag() as interrupt:
                 while trainer.global_step < trainer.total_steps and not interrupt.requested:
                     before = trainer.global_step
                     tags = trainer.update(trainer.collect())

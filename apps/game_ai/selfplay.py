@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +50,7 @@ from shared.logging import MetricLogger
 from shared.registry import register_kind, unknown_choice
 from shared.logging import read_jsonl
 from shared.report import plot_curve, write_report
+from shared.training import InterruptFlag, progress_bar
 from shared.rundir import metrics_summary
 from shared.stats import bootstrap_ci
 from shared.training import seed_everything
@@ -455,31 +454,6 @@ def elo_round_robin(players: list[BatchPlayer], games_per_pair: int, k_factor: f
 # The scenario kind
 
 
-class _StopOnInterrupt:
-    """Turn the first Ctrl-C into a stop request checked between updates; a second one raises at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def __enter__(self) -> "_StopOnInterrupt":
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # signal handlers can only be set in the main thread (not in a UI worker)
-            self._previous = None
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        logger.warning("Ctrl-C: stopping after this update and saving a checkpoint (press again to stop at once)")
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-
-
 def _evaluation_table(metrics: dict[str, float], ci95: dict[str, list[float]], baseline: dict[str, float] | None) -> str:
     lines = [
         "## Evaluation on PettingZoo connect_four_v3",
@@ -621,7 +595,7 @@ class ConnectFourSelfPlayKind(ScenarioKind):
         scenario = loaded.scenario
         settings: SelfPlaySettings = loaded.settings
         metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard)
-        bar = _progress_bar(trainer.total_steps, options.progress)
+        bar = progress_bar(trainer.total_steps, enabled=options.progress, desc="self-play")
         next_eval = scenario.evaluation.interval or None
         next_checkpoint = scenario.checkpoint.interval or None
         state = {"logged": 0}
@@ -647,7 +621,7 @@ class ConnectFourSelfPlayKind(ScenarioKind):
                 bar.set_postfix(postfix)
 
         try:
-            with _StopOnInterrupt() as interrupt:
+            with InterruptFlag() as interrupt:
                 trainer.train(on_update, should_stop=lambda: interrupt.requested)
         finally:
             metric_logger.close()
@@ -712,15 +686,6 @@ def _win_rate_curves(run_path: Path) -> list[str]:
     if not lines:
         return []
     return ["## Win rates during training\n\n" + "\n\n".join(lines)]
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    """Return a tqdm bar on a terminal, or None when stderr is not a TTY or progress is off."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", dynamic_ncols=True, desc="self-play")
 
 
 def register() -> None:
