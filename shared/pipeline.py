@@ -96,7 +96,7 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
     envs = kind.make_vector_env(loaded, rank_seed_value)
     configure_torch(loaded, is_image_space(envs.single_observation_space))
     agent = kind.build_agent(loaded, envs, total_steps, rank_seed_value)
-    if scenario.checkpoint_path and not options.resume:
+    if scenario.checkpoint_path and (scenario.warm_start or total_steps == 0) and not options.resume:
         load_agent(agent, loaded.resolve_path(scenario.checkpoint_path), weights_only=True)
     if context:
         from shared.distributed import broadcast_agent

@@ -84,7 +84,8 @@ class Scenario(StrictModel):
     agent: dict[str, Any] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=lambda: Budget(smoke=0, default=0, full=0))
     train: bool = True
-    checkpoint_path: str | None = Field(None, description="A shipped checkpoint to start from, relative to the scenario file.")
+    checkpoint_path: str | None = Field(None, description="A shipped checkpoint, relative to the scenario file: what `eval` and `train: false` use.")
+    warm_start: bool = Field(False, description="Start training from checkpoint_path's weights instead of from scratch.")
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     perturb: dict[str, float] = Field(default_factory=dict)
     seed: int = Field(0, ge=0)

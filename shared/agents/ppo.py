@@ -180,9 +180,10 @@ class PPO(Agent):
         policy = self.policy
         steps, envs = config.num_steps, self.num_envs
 
-        # Learning-rate annealing: linear decay to 0 over the planned iterations.
+        # Learning-rate annealing: linear decay to 0 over the step budget. Progress is measured in
+        # valid environment steps, the unit of the budget, so masked autoreset steps do not skew it.
         if config.anneal_lr:
-            fraction = 1.0 - self.iteration / self.num_iterations
+            fraction = 1.0 - collector.global_step / self.total_steps
             self.optimizer.param_groups[0]["lr"] = max(fraction, 0.0) * config.learning_rate
         self.iteration += 1
 

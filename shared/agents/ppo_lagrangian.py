@@ -129,8 +129,8 @@ class PPOLagrangian(PPO):
         policy = self.policy
         steps, envs = config.num_steps, self.num_envs
 
-        if config.anneal_lr:
-            fraction = 1.0 - self.iteration / self.num_iterations
+        if config.anneal_lr:  # linear decay over the step budget, as in PPO
+            fraction = 1.0 - collector.global_step / self.total_steps
             self.optimizer.param_groups[0]["lr"] = max(fraction, 0.0) * config.learning_rate
         self.iteration += 1
 
