@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 
@@ -36,3 +38,30 @@ def print_table(name: str, results: dict[str, list[float]], ours: str, peer: str
     ratio = ours_median / peer_median
     print(f"{name}: ratio={ratio:.2f} (ours {ours_median:.1f} {unit}, peer {peer_median:.1f} {unit})")
     return ratio
+
+
+def scenariolab_runner(scenario: str, steps: int, overrides: list[str] | None = None, compiled: bool = False) -> Callable[[], int]:
+    """Return a runner that trains ``scenario`` for ``steps`` with the shared Trainer (JSONL logging, no TensorBoard)."""
+    from shared.logging import MetricLogger
+    from shared.registry import get_kind
+    from shared.rollout import VectorCollector
+    from shared.scenario import load_scenario
+    from shared.training import Trainer
+
+    loaded = load_scenario(scenario, ["logging.tensorboard=false", *(overrides or [])])
+    kind = get_kind(loaded.scenario.kind)
+
+    def run() -> int:
+        envs = kind.make_vector_env(loaded, 0)
+        agent = kind.build_agent(loaded, envs, steps, 0)
+        if compiled:
+            agent.compile()
+        collector = VectorCollector(envs, 0)
+        with tempfile.TemporaryDirectory() as folder:
+            logger = MetricLogger(folder, tensorboard=False)
+            Trainer(agent, collector, logger, Path(folder) / "checkpoints", steps, progress=False, save_replay_buffer=False).train()
+            logger.close()
+        envs.close()
+        return collector.global_step
+
+    return run

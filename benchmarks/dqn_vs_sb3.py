@@ -10,36 +10,9 @@ Run: `.venv/bin/python benchmarks/dqn_vs_sb3.py [--steps N] [--rounds R]`.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
-
 import torch
 
-from bench_common import alternate, print_table
-
-
-def scenariolab_runner(steps: int):
-    from shared.logging import MetricLogger
-    from shared.registry import get_kind
-    from shared.rollout import VectorCollector
-    from shared.scenario import load_scenario
-    from shared.training import Trainer
-
-    loaded = load_scenario("scenarios/classic/cartpole_dqn.yaml", ["logging.tensorboard=false"])
-    kind = get_kind("gym")
-
-    def run() -> int:
-        envs = kind.make_vector_env(loaded, 0)
-        agent = kind.build_agent(loaded, envs, steps, 0)
-        collector = VectorCollector(envs, 0)
-        with tempfile.TemporaryDirectory() as folder:
-            logger = MetricLogger(folder, tensorboard=False)
-            Trainer(agent, collector, logger, Path(folder) / "checkpoints", steps, progress=False, save_replay_buffer=False).train()
-            logger.close()
-        envs.close()
-        return collector.global_step
-
-    return run
+from bench_common import alternate, print_table, scenariolab_runner
 
 
 def sb3_runner(steps: int):
@@ -66,7 +39,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    results = alternate(args.rounds, {"scenariolab": scenariolab_runner(args.steps), "sb3": sb3_runner(args.steps)})
+    results = alternate(args.rounds, {"scenariolab": scenariolab_runner("scenarios/classic/cartpole_dqn.yaml", args.steps), "sb3": sb3_runner(args.steps)})
     print_table("dqn_vs_sb3", results, "scenariolab", "sb3")
 
 
