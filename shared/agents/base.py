@@ -102,9 +102,16 @@ class Agent(ABC):
         if not torch.distributed.is_available() or not torch.distributed.is_initialized():
             return
         world_size = torch.distributed.get_world_size()
+        flat_covered: set[int] = set()
+        for optimizer in self.optimizers().values():
+            flat_grad = getattr(optimizer, "flat_grad", None)
+            if flat_grad is not None:  # one all-reduce for every parameter of a FlatAdam
+                torch.distributed.all_reduce(flat_grad, op=torch.distributed.ReduceOp.SUM)
+                flat_grad.div_(world_size)
+                flat_covered.update(id(p) for p in optimizer.parameters)
         for module in self.modules().values():
             for parameter in module.parameters():
-                if parameter.grad is not None:
+                if parameter.grad is not None and id(parameter) not in flat_covered:
                     torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
                     parameter.grad.div_(world_size)
 

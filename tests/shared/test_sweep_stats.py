@@ -1,4 +1,4 @@
-"""Sweep-report statistics on hand-made samples whose answers are worked out in the comments."""
+"""Sweep-report statistics on hand-made samples, with the expected values worked out in the comments."""
 
 import json
 import math
