@@ -6,8 +6,12 @@ An episode runs only on a button press; the evaluation files are read through ``
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,8 @@ import pandas as pd
 import streamlit as st
 
 from shared.ui.i18n import t
+
+logger = logging.getLogger("scenariolab.ui.driving")
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "scenarios" / "driving"
@@ -39,7 +45,7 @@ def agent_label(agent: str) -> str:
 
 @st.cache_data(show_spinner=False)
 def perturbation_ranges() -> dict[str, tuple[float, float, str]]:
-    """(low, high, description) of each driving perturbation, as the driving kind declares them."""
+    """Return (low, high, description) of each driving perturbation, as the driving kind declares them."""
     from apps.driving.perturbations import PERTURBATIONS
 
     return {name: (float(p.low), float(p.high), p.description) for name, p in PERTURBATIONS.items()}
@@ -54,7 +60,7 @@ def warm_up_driving() -> bool:
 
 
 def perturbation_controls() -> dict[str, float]:
-    """One slider per perturbation; only levels that differ from the neutral level are returned."""
+    """Draw one slider per perturbation and return the levels that differ from the neutral level."""
     levels: dict[str, float] = {}
     with st.expander(t("driving.perturb.title")):
         for name, (low, high, description) in perturbation_ranges().items():
@@ -70,13 +76,32 @@ def show_panel(slot: Any, panel: dict[str, Any]) -> None:
     """Draw the speed, TTC, cost and shield figures of one step into ``slot``."""
     with slot.container():
         first, second, third = st.columns(3)
-        first.metric(t("driving.panel.speed"), f"{panel['speed']:.1f} m/s")
+        first.metric(t("driving.panel.speed"), f"{panel['speed']:.1f}")
         second.metric("TTC", f"{panel['ttc']:.2f} s")
         third.metric(t("driving.panel.headway"), f"{panel['headway']:.2f} s")
         first.metric(t("driving.panel.cost"), f"{panel['cost']:.2f}", help=t("driving.panel.cost_help", total=panel["episode_cost"]))
         second.metric(t("driving.panel.shield"), str(panel["shield_interventions"]))
         third.metric(t("driving.panel.return"), f"{panel['episode_return']:.2f}")
         st.caption(t("driving.panel.step", step=panel["step"], action=panel["action"]))
+
+
+@contextlib.contextmanager
+def highway_drawing_enabled() -> Iterator[None]:
+    """Lift ``SDL_VIDEODRIVER=dummy`` while highway-env builds its viewer, so rgb_array frames are drawn.
+
+    highway-env's EnvViewer skips all drawing when that variable is "dummy", which leaves every
+    rgb_array frame black; its offscreen surfaces need no video driver at all.
+    """
+    # Limitation: os.environ is process-wide, so another session that starts pygame during these
+    # few seconds would not see the variable either.
+    previous = os.environ.get("SDL_VIDEODRIVER")
+    if previous == "dummy":
+        del os.environ["SDL_VIDEODRIVER"]
+    try:
+        yield
+    finally:
+        if previous == "dummy":
+            os.environ["SDL_VIDEODRIVER"] = previous
 
 
 def run_episode(agent: str, perturb: dict[str, float], seed: int, steps: int) -> None:
@@ -89,17 +114,18 @@ def run_episode(agent: str, perturb: dict[str, float], seed: int, steps: int) ->
     progress = st.progress(0.0, text=t("driving.progress", step=0, total=steps))
     panels: list[dict[str, Any]] = []
     last_frame = None
-    for last_frame, step_panel in play_episode(agent, perturb=perturb, seed=seed, max_steps=steps):
-        panels.append(step_panel)
-        frame.image(last_frame, width="stretch")
-        show_panel(panel, step_panel)
-        progress.progress(min(1.0, step_panel["step"] / steps), text=t("driving.progress", step=step_panel["step"], total=steps))
+    with highway_drawing_enabled():
+        for last_frame, step_panel in play_episode(agent, perturb=perturb, seed=seed, max_steps=steps):
+            panels.append(step_panel)
+            frame.image(last_frame, width="stretch")
+            show_panel(panel, step_panel)
+            progress.progress(min(1.0, step_panel["step"] / steps), text=t("driving.progress", step=step_panel["step"], total=steps))
     progress.empty()
     st.session_state["drive_episode"] = {"panels": panels, "frame": last_frame, "agent": agent, "seed": seed, "perturb": perturb}
 
 
 def render_episode_result() -> None:
-    """The last episode's final frame, panel, outcome and per-step curves (kept across reruns)."""
+    """Draw the last episode's final frame, panel, outcome and per-step curves (kept across reruns)."""
     episode = st.session_state.get("drive_episode")
     if not episode or not episode["panels"]:
         return
@@ -119,7 +145,7 @@ def render_episode_result() -> None:
 
 @st.cache_data(show_spinner=False)
 def latest_evaluation(root: str, signature: tuple[Any, ...]) -> dict[str, Any] | None:
-    """Newest driving run folder with metrics.json, with its metrics table and robustness plots."""
+    """Return the newest driving run folder with a metrics.json, its metrics table and robustness plots."""
     from shared.ui.rundata import list_run_folders, metrics_table, read_summary
 
     stems = {path.stem for path in SCENARIOS.glob("*.yaml")}
@@ -134,7 +160,7 @@ def latest_evaluation(root: str, signature: tuple[Any, ...]) -> dict[str, Any] |
 
 
 def shipped_benchmark() -> str | None:
-    """The benchmark section of the shipped checkpoints' README (a markdown table), if present."""
+    """Return the benchmark section of the shipped checkpoints' README (a markdown table), if present."""
     try:
         text = SHIPPED_README.read_text(encoding="utf-8")
     except OSError:
@@ -144,7 +170,7 @@ def shipped_benchmark() -> str | None:
 
 
 def render_evaluation() -> None:
-    """Safety table and robustness curves from the newest driving run, else the shipped benchmark."""
+    """Draw the safety table and robustness curves of the newest driving run, else the shipped benchmark."""
     from shared.ui.rundata import folder_signature, list_run_folders, runs_dir
 
     st.subheader(t("driving.eval.title"))
@@ -181,7 +207,8 @@ def render() -> None:
     from apps.driving.demo import DEMO_SCENARIOS
 
     left, right = st.columns(2)
-    # Translated labels as options (not a translating format_func), so AppTest sees the same labels.
+    # The options are the translated labels. A translating format_func would run in AppTest's own
+    # process in English, so its labels would not match the session's.
     labels = {agent_label(name): name for name in AGENT_LABELS}
     agent = labels[left.selectbox(t("driving.agent"), list(labels), key="drive_agent")]
     left.caption(t("driving.scenario", file=f"scenarios/driving/{DEMO_SCENARIOS[agent]}"))
@@ -192,8 +219,10 @@ def render() -> None:
         try:
             run_episode(agent, perturb, seed, steps)
         except ScenarioLabError as error:
+            logger.warning("driving episode of %s rejected: %s", agent, error)
             st.error(t("driving.bad_input", error=str(error).splitlines()[0]), icon=":material/error:")
         except Exception as error:  # noqa: BLE001  (a failed episode becomes a message, never a traceback)
+            logger.exception("driving episode of %s with perturbations %s failed", agent, perturb)
             st.error(t("driving.episode_failed", error=f"{type(error).__name__}: {error}"), icon=":material/error:")
         else:
             st.rerun()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -73,10 +74,47 @@ def runs_page_shows_sample_run(page: Page, language: str) -> None:
     expect(page.get_by_test_id("stVegaLiteChart")).to_be_visible()
 
 
+def play_connect_four_move(page: Page, language: str) -> None:
+    """Pick Connect Four, drop a disc into column 4 and check that the agent replies on the board."""
+    label, option, answer, discs = {
+        "en": ("Game", "Connect Four (self-play)", "The agent played column", "Discs on the board: {}"),
+        "zh-CN": ("游戏", "四子棋（自我对弈）", "智能体下在第", "棋盘上的棋子数：{}"),
+    }[language]
+    page.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.get_by_role("option", name=option, exact=True).click()
+    wait_until_idle(page)
+    caption = page.get_by_text(re.compile(re.escape(discs.format("")) + r"\d+$"))
+    expect(caption).to_be_visible()
+    before = int(caption.inner_text().rsplit("：" if language == "zh-CN" else " ", 1)[-1])
+    page.get_by_test_id("stMain").get_by_role("button", name="↓ 4", exact=True).click()
+    wait_until_idle(page)
+    expect(page.get_by_text(answer)).to_be_visible()
+    # The person's disc and the agent's reply.
+    expect(page.get_by_text(discs.format(before + 2), exact=True)).to_be_visible()
+
+
+def run_short_driving_episode(page: Page, language: str) -> None:
+    """Set the episode to 5 steps, run it and check the panel and the outcome line."""
+    label, button, outcome = {
+        "en": ("Episode length (steps)", "Run episode", r"(No collision in 5 steps\.|The ego vehicle crashed at step \d+\.)"),
+        "zh-CN": ("回合长度（步）", "运行回合", r"(5 步内没有碰撞。|自车在第 \d+ 步发生碰撞。)"),
+    }[language]
+    slider = page.get_by_test_id("stSlider").filter(has_text=label).get_by_role("slider")
+    slider.focus()
+    page.keyboard.press("Home")
+    wait_until_idle(page)
+    expect(slider).to_have_value("5")
+    page.get_by_role("button", name=button).click()
+    expect(page.get_by_text(re.compile(outcome))).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+    wait_until_idle(page)
+    expect(page.get_by_test_id("stMetric").filter(has_text="TTC")).to_be_visible()
+    expect(page.get_by_test_id("stImage").first).to_be_visible()
+
+
 PAGES = [
     PageCheck("home", "", {"en": "ScenarioLab", "zh-CN": "ScenarioLab"}, [home_shows_scenarios]),
-    PageCheck("game_ai", "game-ai", {"en": "Game AI", "zh-CN": "游戏 AI"}, []),
-    PageCheck("driving", "driving", {"en": "Driving", "zh-CN": "自动驾驶"}, []),
+    PageCheck("game_ai", "game-ai", {"en": "Game AI", "zh-CN": "游戏 AI"}, [play_connect_four_move]),
+    PageCheck("driving", "driving", {"en": "Driving", "zh-CN": "自动驾驶"}, [run_short_driving_episode]),
     PageCheck("recommendation", "recommendation", {"en": "Recommendation", "zh-CN": "推荐系统"}, []),
     PageCheck("runs", "runs", {"en": "Runs", "zh-CN": "运行记录"}, [runs_page_shows_sample_run]),
 ]
