@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("paths", nargs="+", metavar="SCENARIO")
     validate.set_defaults(func=command_validate)
 
-    run = commands.add_parser("run", help="train (where the scenario says so), evaluate and write a run folder")
+    run = commands.add_parser("run", help="train (unless the scenario sets train: false), evaluate and write a run folder")
     run.add_argument("scenario", metavar="SCENARIO", help="a scenario file or a name from `scenariolab list`")
     run.add_argument("--seed", type=int, help="training seed (default: the scenario's)")
     run.add_argument("--out", default="runs", help="root folder for run folders (default: runs)")

@@ -99,7 +99,7 @@ class ScenarioKind:
                 raise ScenarioError(located(source, f"{field_name}.{key}", f"level {level} is out of range; allowed: {spec.low} to {spec.high}"))
 
     def run(self, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions) -> dict[str, Any]:
-        """Train (where the scenario says so), evaluate and write the run folder; return metrics.json's content."""
+        """Train (unless the scenario sets ``train: false``), evaluate and write the run folder; return metrics.json's content."""
         raise NotImplementedError
 
     def evaluate(self, loaded: "LoadedScenario", run_dir: "RunDir", options: EvalOptions) -> dict[str, Any]:

@@ -30,7 +30,9 @@ def configure_torch(loaded: "LoadedScenario", image_observations: bool) -> None:
     scenario = loaded.scenario
     if scenario.deterministic_torch:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    threads = scenario.torch_threads if scenario.torch_threads is not None else (0 if image_observations else 1)
+    threads = scenario.torch_threads
+    if threads is None:
+        threads = 0 if image_observations else 1  # 0 keeps torch's default (all cores)
     if threads > 0:
         torch.set_num_threads(threads)
 

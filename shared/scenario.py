@@ -1,6 +1,6 @@
 """Scenario files: pydantic models, YAML loading with ``extends``, ``--set`` overrides and validation.
 
-A scenario is one YAML file that says which environment to build, which agent to train on it, how
+A scenario is one YAML file that names the environment to build, which agent to train on it, how
 many steps each budget allows, and how to evaluate the result. Validation happens in two stages:
 the common fields here, then the agent's own ``Config`` model and the kind's ``settings`` model.
 Every failure becomes a :class:`ScenarioError` whose message names the file, the dotted field path
@@ -48,7 +48,7 @@ class Budget(StrictModel):
 
 
 class EvaluationSpec(StrictModel):
-    """How the final evaluation runs: ``episodes`` on each of ``seeds``, plus a random baseline."""
+    """Final-evaluation settings: ``episodes`` on each of ``seeds``, plus a random baseline."""
 
     episodes: int = Field(10, ge=1)
     seeds: list[int] = Field(default_factory=lambda: [10_000, 10_001, 10_002], min_length=1)
@@ -67,7 +67,7 @@ class CheckpointSpec(StrictModel):
 
 
 class LoggingSpec(StrictModel):
-    """Where training metrics go besides ``metrics.jsonl``."""
+    """Logging settings for outputs besides ``metrics.jsonl``."""
 
     tensorboard: bool = True
     interval: int = Field(1, ge=1, description="Log every N training iterations.")
