@@ -93,6 +93,19 @@ class Agent(ABC):
     def load_buffers_state(self, arrays: dict[str, np.ndarray]) -> None:
         """Restore what :meth:`buffers_state` returned."""
 
+    def budget_fraction(self, global_step: int) -> float:
+        """Return the fraction of the step budget spent, the same on every rank under torch.distributed.
+
+        Ranks count different numbers of valid steps (their episodes end at different times), so
+        schedules use the mean over ranks; otherwise their learning rates would drift apart.
+        """
+        steps = float(global_step)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            total = torch.tensor([steps], dtype=torch.float64)
+            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+            steps = float(total.item()) / torch.distributed.get_world_size()
+        return steps / self.total_steps
+
     def average_gradients(self) -> None:
         """All-reduce and average gradients across ranks when training under torch.distributed.
 

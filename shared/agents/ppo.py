@@ -183,7 +183,7 @@ class PPO(Agent):
         # Learning-rate annealing: linear decay to 0 over the step budget. Progress is measured in
         # valid environment steps, the unit of the budget, so masked autoreset steps do not skew it.
         if config.anneal_lr:
-            fraction = 1.0 - collector.global_step / self.total_steps
+            fraction = 1.0 - self.budget_fraction(collector.global_step)
             self.optimizer.param_groups[0]["lr"] = max(fraction, 0.0) * config.learning_rate
         self.iteration += 1
 

@@ -130,7 +130,7 @@ class PPOLagrangian(PPO):
         steps, envs = config.num_steps, self.num_envs
 
         if config.anneal_lr:  # linear decay over the step budget, as in PPO
-            fraction = 1.0 - collector.global_step / self.total_steps
+            fraction = 1.0 - self.budget_fraction(collector.global_step)
             self.optimizer.param_groups[0]["lr"] = max(fraction, 0.0) * config.learning_rate
         self.iteration += 1
 

@@ -140,10 +140,12 @@ def test_killed_sweep_resumes(ray_address, tmp_path):
 
 @pytest.mark.slow
 def test_failing_trial_retried_then_recorded(ray_address, tmp_path, capsys):
-    # checkpoint_path passes validation (the file is only opened at run time), so the second
-    # grid point fails in every attempt while the first one trains normally.
+    # checkpoint_path passes validation (the file is only opened at run time), and only the
+    # warm-started grid point opens it, so the second point fails in every attempt while the
+    # first one trains normally.
     out = tmp_path / "failing"
-    status = main(["sweep", SCENARIO, "--seeds", "1", "--grid", "checkpoint_path=null,no_such_checkpoint", "--budget", "smoke", "--out", str(out)])
+    command = ["sweep", SCENARIO, "--seeds", "1", "--set", "checkpoint_path=no_such_checkpoint", "--grid", "warm_start=false,true"]
+    status = main([*command, "--budget", "smoke", "--out", str(out)])
     assert status == 1
     trials = {t["id"]: t for t in read_record(out)["trials"]}
     assert trials["p00-seed0"]["status"] == "done"
