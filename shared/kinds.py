@@ -165,6 +165,10 @@ class GymKind(ScenarioKind):
             raise ScenarioError(located(str(loaded.source), "env.config", f"{spec.id} rejected its arguments: {error}")) from None
         return env
 
+    def make_baseline_env(self, loaded: "LoadedScenario", *, seed: int | None = None, perturb: dict[str, float] | None = None) -> gym.Env:
+        """Build the env the random baseline plays in; kinds override it to leave out agent-side aids such as a shield."""
+        return self.make_env(loaded, seed=seed, perturb=perturb, training=False)
+
     def make_vector_env(self, loaded: "LoadedScenario", seed: int) -> gym.vector.VectorEnv:
         """Build the training vector env with next-step autoreset (Gymnasium 1.x's default)."""
         spec = loaded.scenario.env

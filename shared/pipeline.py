@@ -57,10 +57,14 @@ def evaluate_agent(
     result = summarize(per_episode, evaluation.bootstrap_samples, loaded.scenario.seed)
     result["baselines"] = {}
     if random_baseline:
-        probe = make_env(seeds[0])
+
+        def make_baseline_env(seed: int):
+            return kind.make_baseline_env(loaded, seed=seed, perturb=perturb)
+
+        probe = make_baseline_env(seeds[0])
         action_space = probe.action_space
         probe.close()
-        baseline = evaluate_policy(make_env, random_policy(action_space, loaded.scenario.seed), lambda: kind.episode_tracker(loaded), episodes, seeds)
+        baseline = evaluate_policy(make_baseline_env, random_policy(action_space, loaded.scenario.seed), lambda: kind.episode_tracker(loaded), episodes, seeds)
         random_summary = summarize(baseline, evaluation.bootstrap_samples, loaded.scenario.seed)
         result["baselines"]["random"] = {"metrics": random_summary["metrics"], "ci95": random_summary["ci95"]}
     return result

@@ -241,7 +241,9 @@ class DrivingKind(GymKind):
         render_mode: str | None = None,
         perturb: dict[str, float] | None = None,
         training: bool = True,
+        shield: bool | None = None,
     ) -> gym.Env:
+        """Build one driving env; ``shield`` overrides ``settings.shield.enabled`` (None keeps it)."""
         spec = loaded.scenario.env
         assert spec is not None
         settings = self.settings_of(loaded)
@@ -264,7 +266,8 @@ class DrivingKind(GymKind):
         if settings.ego_controller == "idm":
             env = IDMEgoWrapper(env, settings.idm_target_speed_mps)
         env = SafetyCostWrapper(env, settings.cost)
-        if settings.shield.enabled and settings.ego_controller == "agent":
+        use_shield = settings.shield.enabled if shield is None else shield
+        if use_shield and settings.ego_controller == "agent":
             env = MetaActionShield(env, settings.shield)
         if levels["action_delay"] >= 1:
             env = ActionDelay(env, noop_action(env.action_space))
@@ -273,6 +276,10 @@ class DrivingKind(GymKind):
         if levels["obs_noise"] > 0:
             env = KinematicsNoise(env, levels["obs_noise"], seed)
         return env
+
+    def make_baseline_env(self, loaded: "LoadedScenario", *, seed: int | None = None, perturb: dict[str, float] | None = None) -> gym.Env:
+        """Build the random baseline's env without the shield, so "random" means an unprotected random driver."""
+        return self.make_env(loaded, seed=seed, perturb=perturb, training=False, shield=False)
 
     def run(self, loaded: "LoadedScenario", run_dir: "RunDir", options: "RunOptions") -> dict[str, Any]:
         metrics = super().run(loaded, run_dir, options)
