@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import argparse
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -65,3 +66,16 @@ def scenariolab_runner(scenario: str, steps: int, overrides: list[str] | None = 
         return collector.global_step
 
     return run
+
+
+def compare_with_sb3(name: str, description: str, scenario: str, sb3_runner: Callable[[int], Callable[[], int]]) -> None:
+    """Parse ``--steps``/``--rounds``, alternate ScenarioLab's run of ``scenario`` with SB3's, print the table."""
+    import torch
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--steps", type=int, default=20_000, help="training steps per round and side")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the medians over rounds are compared")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    runners = {"scenariolab": scenariolab_runner(scenario, args.steps), "sb3": sb3_runner(args.steps)}
+    print_table(name, alternate(args.rounds, runners), "scenariolab", "sb3")

@@ -9,10 +9,9 @@ Run: `.venv/bin/python benchmarks/dqn_vs_sb3.py [--steps N] [--rounds R]`.
 
 from __future__ import annotations
 
-import argparse
 import torch
 
-from bench_common import alternate, print_table, scenariolab_runner
+from bench_common import compare_with_sb3
 
 
 def sb3_runner(steps: int):
@@ -34,13 +33,7 @@ def sb3_runner(steps: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    results = alternate(args.rounds, {"scenariolab": scenariolab_runner("scenarios/classic/cartpole_dqn.yaml", args.steps), "sb3": sb3_runner(args.steps)})
-    print_table("dqn_vs_sb3", results, "scenariolab", "sb3")
+    compare_with_sb3("dqn_vs_sb3", __doc__.splitlines()[0], "scenarios/classic/cartpole_dqn.yaml", sb3_runner)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,10 @@ one process. Run: `.venv/bin/python benchmarks/ppo_vs_sb3.py [--steps N] [--roun
 
 from __future__ import annotations
 
-import argparse
 import torch
 
 
-from bench_common import alternate, print_table, scenariolab_runner
+from bench_common import compare_with_sb3
 
 
 def sb3_runner(steps: int):
@@ -34,13 +33,7 @@ def sb3_runner(steps: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    results = alternate(args.rounds, {"scenariolab": scenariolab_runner("scenarios/classic/cartpole_ppo.yaml", args.steps), "sb3": sb3_runner(args.steps)})
-    print_table("ppo_vs_sb3", results, "scenariolab", "sb3")
+    compare_with_sb3("ppo_vs_sb3", __doc__.splitlines()[0], "scenarios/classic/cartpole_ppo.yaml", sb3_runner)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ class AgentConfig(BaseModel):
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What an agent supports; the scenario validator checks the env against it before training."""
+    """Support table of an agent: the scenario validator checks the env against it before training."""
 
     discrete: bool
     continuous: bool
@@ -96,8 +96,8 @@ class Agent(ABC):
     def budget_fraction(self, global_step: int) -> float:
         """Return the fraction of the step budget spent, the same on every rank under torch.distributed.
 
-        Ranks count different numbers of valid steps (their episodes end at different times), so
-        schedules use the mean over ranks; otherwise their learning rates would drift apart.
+        Ranks count different numbers of valid steps, because their episodes end at different
+        times. Schedules therefore use the mean over ranks, or their learning rates would drift apart.
         """
         steps = float(global_step)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
