@@ -9,7 +9,6 @@ Run: `.venv/bin/python benchmarks/dqn_vs_sb3.py [--steps N] [--rounds R]`.
 
 from __future__ import annotations
 
-import torch
 
 from bench_common import compare_with_sb3
 
