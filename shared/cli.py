@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,7 +132,7 @@ def command_run(args: argparse.Namespace) -> int:
         check_writable(out)
         run_dir = RunDir.create(out, loaded.name, seed)
     logger.info("run folder: %s", run_dir.path)
-    summary = kind.run(loaded, run_dir, options)
+    summary = _run_or_clean_up(run_dir, lambda: kind.run(loaded, run_dir, options), keep=args.resume is not None)
     if summary.get("interrupted"):
         print(f"interrupted at global_step {summary['global_step']}; resume with: scenariolab run {args.scenario} --resume {run_dir.path}")
         return 130
@@ -171,6 +172,16 @@ def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "
     return 0
 
 
+def _run_or_clean_up(run_dir, work, keep: bool) -> dict:
+    """Run ``work``; on a user error, remove the new run folder unless it already holds a checkpoint to resume."""
+    try:
+        return work()
+    except ScenarioLabError:
+        if not keep and not (run_dir.path / "checkpoints" / "latest.json").exists():
+            shutil.rmtree(run_dir.path, ignore_errors=True)
+        raise
+
+
 def _print_summary(summary: dict, run_path: Path) -> None:
     metrics = summary.get("metrics", {})
     shown = ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4] if isinstance(v, (int, float)))
@@ -201,7 +212,7 @@ def command_eval(args: argparse.Namespace) -> int:
         random_baseline=not args.no_baseline,
     )
     run_dir = RunDir.create(Path(args.out), loaded.name, loaded.scenario.seed, stamp=None)
-    summary = kind.evaluate(loaded, run_dir, options)
+    summary = _run_or_clean_up(run_dir, lambda: kind.evaluate(loaded, run_dir, options), keep=False)
     _print_summary(summary, run_dir.path)
     return 0
 

@@ -129,3 +129,17 @@ def test_eval_of_checkpoint_writes_metrics(smoke_run, repo_root, tmp_path):
     summary = json.loads(metrics.read_text())
     assert summary["episodes"] == 6
     assert summary["agent"] == "ppo"
+
+
+def test_failed_eval_leaves_no_run_folder(repo_root, tmp_path):
+    result = run_cli(["eval", SCENARIO, "--out", str(tmp_path / "runs")], repo_root)
+    assert_one_line_error(result, "checkpoint_path", "--checkpoint")
+    assert not any((tmp_path / "runs").rglob("scenario.yaml"))
+
+
+def test_run_files_have_usual_mode(smoke_run):
+    import stat
+
+    for name in ("metrics.json", "report.md", "scenario.yaml"):
+        mode = stat.S_IMODE((smoke_run / name).stat().st_mode)
+        assert mode & 0o044 == 0o044, f"{name} is {oct(mode)}"
