@@ -173,7 +173,7 @@ def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "
 
 
 def _run_or_clean_up(run_dir, work, keep: bool) -> dict:
-    """Run ``work``; on a user error, remove the new run folder unless it already holds a checkpoint to resume."""
+    """Run ``work``; on a user error, remove the new run folder unless it already contains a checkpoint to resume."""
     try:
         return work()
     except ScenarioLabError:

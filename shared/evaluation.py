@@ -60,7 +60,7 @@ def agent_policy(agent: Any, deterministic: bool) -> Policy:
 
 
 def random_policy(action_space: gym.Space, seed: int) -> Policy:
-    """A uniform random policy with its own seeded copy of the action space."""
+    """Return a uniform random policy that samples from its own seeded copy of the action space."""
     space = copy.deepcopy(action_space)
     space.seed(seed)
     return lambda _obs: space.sample()

@@ -22,7 +22,7 @@ def format_value(value: Any, ci: list[float] | None = None) -> str:
 
 
 def metrics_table(summary: dict[str, Any]) -> str:
-    """A markdown table: one row per metric, the agent and each baseline as columns."""
+    """Build a markdown table with one row per metric and the agent and each baseline as columns."""
     metrics = summary.get("metrics", {})
     ci95 = summary.get("ci95", {})
     baselines = summary.get("baselines", {})

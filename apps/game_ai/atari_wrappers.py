@@ -107,7 +107,7 @@ class GameEndInfo(gym.Wrapper):
     ``info["episode"]`` appears only when the real game ends and contains the unclipped score of
     all lives. The shared collector logs ``info["episode_return"]`` as ``charts/episodic_return`` in
     place of its own sum of the (clipped, per-life) training rewards. Every reset info carries
-    ``reports_game_score``, so the collector knows from the first step not to log lives as games.
+    ``reports_game_score``, so the collector marks the env from its first step and never logs a life as a game.
     """
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:

@@ -2,8 +2,8 @@
 
 An atomic file is a tab-separated table whose header names each column as ``name:type`` with type
 ``token``, ``token_seq``, ``float`` or ``float_seq``. ``DATASET.inter`` contains the interactions and
-``DATASET.item`` the item features. Any atomic dataset loads through :class:`DataSpec`, which says
-which fields are the user, item, rating and time and which item fields form the item's text.
+``DATASET.item`` the item features. Any atomic dataset loads through :class:`DataSpec`, which names
+the user, item, rating and time fields and the item fields that form the item's text.
 
 Rebuild the shipped copy of MovieLens ml-latest-small with::
 

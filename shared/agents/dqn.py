@@ -67,7 +67,7 @@ def dqn_target(
 
     ``a*`` is the arg-max of the target network itself (DQN), or of the online network when
     ``next_q_online`` is given (Double DQN), which removes the max operator's overestimation bias.
-    ``discounts`` already holds gamma^n, or 0 where the episode terminated.
+    ``discounts`` already contains gamma^n, or 0 where the episode terminated.
     """
     if next_q_online is None:
         next_value = next_q_target.max(dim=1).values
