@@ -142,7 +142,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "ScenarioKind", options: "RunOptions") -> int:
     """Run one torchrun rank of ``run --distributed``: rank 0 creates and fills the run folder, other ranks write nothing."""
-    from shared.distributed import init_distributed, shutdown, split_envs
+    from shared.distributed import init_distributed, shutdown
     from shared.kinds import GymKind
     from shared.rundir import RunDir, check_writable
 
@@ -154,7 +154,6 @@ def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "
         raise ScenarioError(located(source, "kind", f"--distributed supports kinds that train through the shared Gym pipeline, not {loaded.scenario.kind!r}"))
     context = init_distributed(loaded.scenario.device)
     try:
-        split_envs(loaded, context.world_size)  # raises before rank 0 creates the run folder
         if context.is_main:
             check_writable(Path(args.out))
             run_dir = RunDir.create(Path(args.out), loaded.name, options.seed)

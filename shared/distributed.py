@@ -1,12 +1,13 @@
 """Data-parallel training under ``torchrun``: process group, per-rank seeds and budget, rank-0 output.
 
-``torchrun --nproc-per-node K -m shared.cli run SCENARIO --distributed`` starts K processes. The
-scenario's ``env.num_envs`` envs are split evenly over the ranks, each rank steps its share with
-its own seeds and collects ``ceil(budget / K)`` environment steps, and the agents average their
-gradients across ranks (``Agent.average_gradients``) before every optimiser step. So each update
-uses the same global batch as in a single process, and a run makes the same number of updates.
-Rank 0 broadcasts the initial weights, so all ranks have the same parameters from the first update
-on. Only rank 0 logs, writes checkpoints and evaluates, and the other ranks write nothing.
+``torchrun --nproc-per-node K -m shared.cli run SCENARIO --distributed`` starts K processes. Each
+rank steps the scenario's ``env.num_envs`` envs with its own seeds and collects ``ceil(budget / K)``
+environment steps, and the agents average their gradients across ranks
+(``Agent.average_gradients``) before every optimiser step. So each update sees K times the batch of
+a single-process update, and a run with the same budget makes K times fewer updates: the usual
+data-parallel scaling, as in CleanRL's multi-GPU PPO. Rank 0 broadcasts the initial weights, so all
+ranks have the same parameters from the first update on. Only rank 0 logs, writes checkpoints and
+evaluates, and the other ranks write nothing.
 """
 
 from __future__ import annotations
@@ -106,24 +107,6 @@ def rank_budget(total_steps: int, world_size: int) -> int:
     single process also has.
     """
     return math.ceil(total_steps / world_size)
-
-
-def split_envs(loaded: "LoadedScenario", world_size: int) -> "LoadedScenario":
-    """Return a copy of ``loaded`` whose ``env.num_envs`` is this rank's share of the envs.
-
-    Raises ScenarioError when the envs cannot be split evenly, because ranks with different batch
-    sizes would weight their gradients unequally in the average.
-    """
-    from shared.scenario import LoadedScenario
-
-    spec = loaded.scenario.env
-    if spec is None or world_size == 1:
-        return loaded
-    if spec.num_envs % world_size:
-        raise ScenarioError(located(str(loaded.source), "env.num_envs", f"{spec.num_envs} envs cannot be split evenly over {world_size} ranks; use a multiple of {world_size}"))
-    env = spec.model_copy(update={"num_envs": spec.num_envs // world_size})
-    scenario = loaded.scenario.model_copy(update={"env": env})
-    return LoadedScenario(scenario, loaded.source, loaded.raw, loaded.agent_config, loaded.settings)
 
 
 def broadcast_agent(agent: "Agent") -> None:

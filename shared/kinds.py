@@ -127,6 +127,8 @@ class GymKind(ScenarioKind):
             raise ScenarioError(located(source, "env", "required for kind " + repr(self.name)))
         self.validate_env_id(scenario.env.id, source)
         self.validate_perturb(scenario.perturb, source)
+        if scenario.env.vectorization == "native":
+            self.validate_native_vectorization(scenario.env.id, source)
         if loaded.agent_config is not None:
             env = self.make_env(loaded, seed=0, training=False)
             try:
@@ -135,6 +137,14 @@ class GymKind(ScenarioKind):
                 env.close()
             if reason:
                 raise ScenarioError(located(source, "agent.name", reason))
+
+    def validate_native_vectorization(self, env_id: str, source: str) -> None:
+        """Reject ``vectorization: native`` where the env has no batched implementation or the kind wraps its envs."""
+        if type(self).make_env is not GymKind.make_env:
+            raise ScenarioError(located(source, "env.vectorization", f"'native' is only for plain gym scenarios; kind {self.name!r} wraps each env, use sync or async"))
+        if gym.registry[env_id].vector_entry_point is None:
+            batched = sorted(key for key, spec in gym.registry.items() if spec.vector_entry_point is not None)
+            raise ScenarioError(located(source, "env.vectorization", f"{env_id} has no native vector env; allowed for {', '.join(batched)}; use sync or async"))
 
     def validate_env_id(self, env_id: str, source: str) -> None:
         allowed = self.env_ids()
@@ -173,6 +183,11 @@ class GymKind(ScenarioKind):
         """Build the training vector env with next-step autoreset (Gymnasium 1.x's default)."""
         spec = loaded.scenario.env
         assert spec is not None
+        if spec.vectorization == "native":
+            kwargs: dict[str, Any] = dict(spec.config)
+            if spec.max_episode_steps is not None:
+                kwargs["max_episode_steps"] = spec.max_episode_steps
+            return gym.make_vec(spec.id, num_envs=spec.num_envs, vectorization_mode="vector_entry_point", **kwargs)
         makers: list[Callable[[], gym.Env]] = [lambda: self.make_env(loaded, training=True) for _ in range(spec.num_envs)]
         if spec.vectorization == "async":
             return gym.vector.AsyncVectorEnv(makers, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)

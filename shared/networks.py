@@ -16,6 +16,12 @@ import torch
 from torch import nn
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+ACTIVATION_FUNCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "elu": torch.nn.functional.elu,
+    "gelu": torch.nn.functional.gelu,
+}
 
 
 def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
@@ -44,9 +50,17 @@ class MLP(nn.Module):
             previous = size
         layers.append(layer_init(nn.Linear(previous, out_dim), std=output_std))
         self.net = nn.Sequential(*layers)
+        self.linears: list[nn.Linear] = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        self.activation_name = activation
+        self.activation = ACTIVATION_FUNCTIONS[activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        # The layers of ``self.net`` applied as functions: on classic-control sizes the module-call
+        # machinery of nn.Sequential costs more than the matrix products.
+        *hidden, output = self.linears
+        for layer in hidden:
+            x = self.activation(torch.nn.functional.linear(x, layer.weight, layer.bias))
+        return torch.nn.functional.linear(x, output.weight, output.bias)
 
 
 class NatureCNN(nn.Module):

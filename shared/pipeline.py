@@ -79,12 +79,12 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
     seed = options.seed if options.seed is not None else scenario.seed
     total_steps = scenario.steps_for(options.budget) if scenario.train else 0
 
-    # Under torchrun (--distributed) each rank gets its own seeds and an equal share of the envs and
-    # of the budget, and only rank 0 writes to the run folder. In a single process rank is 0 and
-    # world_size 1.
+    # Under torchrun (--distributed) each rank steps its own env.num_envs envs with its own seeds and
+    # collects an equal share of the budget, and only rank 0 writes to the run folder. In a single
+    # process rank is 0 and world_size 1.
     context = None
     if options.distributed:
-        from shared.distributed import current_context, rank_budget, rank_seed, split_envs
+        from shared.distributed import current_context, rank_budget, rank_seed
 
         context = current_context()
     rank = context.rank if context else 0
@@ -93,7 +93,6 @@ def run_gym_scenario(kind: "GymKind", loaded: "LoadedScenario", run_dir: RunDir,
     rank_seed_value = rank_seed(seed, rank) if context else seed
     if context:
         total_steps = rank_budget(total_steps, world_size)
-        loaded = split_envs(loaded, world_size)
 
     seed_everything(rank_seed_value)
     if not options.resume and is_main:

@@ -173,6 +173,7 @@ class VectorCollector:
 # ``get_state() -> dict`` and ``set_state(dict)`` with JSON-compatible values and numpy arrays.
 
 _SNAPSHOT_MODULES = ("gymnasium.envs.classic_control",)
+_UNCAPTURED = ("screen", "screens", "surf", "clock", "render_mode", "spec", "metadata")  # rendering and registry details
 
 
 def _capturable(value: Any) -> bool:
@@ -205,7 +206,12 @@ def _layers(env: gym.Env) -> list[Any]:
 
 
 def snapshot_vector_env(envs: gym.vector.VectorEnv) -> dict[str, Any] | None:
-    """Capture a SyncVectorEnv and its sub-envs, or return None if any part cannot be captured."""
+    """Capture a SyncVectorEnv and its sub-envs, or a native classic-control vector env; None if any part cannot be captured."""
+    if type(envs.unwrapped).__module__.startswith(_SNAPSHOT_MODULES):
+        native = envs.unwrapped
+        if not all(_capturable(v) or k in _UNCAPTURED for k, v in vars(native).items() if not k.endswith("_space")):
+            return None
+        return {"native": {k: _capture(v) for k, v in vars(native).items() if _capturable(v)}}
     if not isinstance(envs, gym.vector.SyncVectorEnv):
         return None
     vector_state = {k: _capture(v) for k, v in vars(envs).items() if k.startswith("_") and _capturable(v)}
@@ -216,7 +222,7 @@ def snapshot_vector_env(envs: gym.vector.VectorEnv) -> dict[str, Any] | None:
         if hasattr(base, "get_state") and hasattr(base, "set_state"):
             base_state = {"__custom__": base.get_state()}
         elif type(base).__module__.startswith(_SNAPSHOT_MODULES):
-            if not all(_capturable(v) or k in ("screen", "clock", "render_mode", "spec", "metadata") for k, v in vars(base).items() if not k.endswith("_space")):
+            if not all(_capturable(v) or k in _UNCAPTURED for k, v in vars(base).items() if not k.endswith("_space")):
                 return None
             base_state = {k: _capture(v) for k, v in vars(base).items() if _capturable(v)}
         else:
@@ -241,6 +247,11 @@ def _restore_attributes(target: Any, state: dict[str, Any]) -> None:
 
 def restore_vector_env(envs: gym.vector.VectorEnv, state: dict[str, Any]) -> bool:
     """Restore :func:`snapshot_vector_env`'s capture; return False if the env layout differs."""
+    if "native" in state:
+        if not type(envs.unwrapped).__module__.startswith(_SNAPSHOT_MODULES):
+            return False
+        _restore_attributes(envs.unwrapped, state["native"])
+        return True
     if not isinstance(envs, gym.vector.SyncVectorEnv) or len(state["envs"]) != len(envs.envs):
         return False
     for env, sub_state in zip(envs.envs, state["envs"]):

@@ -36,7 +36,7 @@ class EnvSpec(StrictModel):
     num_envs: int = Field(1, ge=1, le=1024)
     config: dict[str, Any] = Field(default_factory=dict)
     max_episode_steps: int | None = Field(None, ge=1)
-    vectorization: Literal["sync", "async"] = "sync"
+    vectorization: Literal["sync", "async", "native"] = "sync"
 
 
 class Budget(StrictModel):

@@ -45,6 +45,7 @@ class GridPoint:
     seeds: list[int] = field(default_factory=list)
     metrics: list[dict[str, float]] = field(default_factory=list)
     run_dirs: list[Path] = field(default_factory=list)
+    baselines: dict[str, list[dict[str, float]]] = field(default_factory=dict)  # e.g. random, idm: metrics per seed
 
     def scores(self, metric: str) -> np.ndarray:
         values = [m.get(metric) for m in self.metrics]
@@ -172,10 +173,16 @@ def load_sweep(sweep_dir: Path) -> tuple[dict[str, Any], list[GridPoint]]:
             continue
         run_dir = sweep_dir / entry["run_dir"]
         metrics_path = run_dir / "metrics.json"
+        baselines: dict[str, Any] = {}
         if metrics_path.exists():
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8")).get("metrics", {})
+            summary = json.loads(metrics_path.read_text(encoding="utf-8"))
+            metrics = summary.get("metrics", {})
+            baselines = summary.get("baselines") or {}
         else:
             metrics = entry.get("metrics", {})
+        for name, baseline in baselines.items():
+            if isinstance(baseline, dict) and isinstance(baseline.get("metrics"), dict):
+                group.baselines.setdefault(name, []).append(baseline["metrics"])
         group.seeds.append(int(entry["seed"]))
         group.metrics.append(metrics)
         group.run_dirs.append(run_dir)
@@ -417,6 +424,19 @@ def _provenance(record: dict[str, Any]) -> str:
 # The report ----------------------------------------------------------------------------------------
 
 
+def metric_rows(points: list[GridPoint]) -> list[list[str]]:
+    """Rows (grid point, policy, metric, seeds, mean, CI) for every numeric final metric of the agent and its baselines."""
+    rows = []
+    for group in points:
+        for policy, runs in [("agent", group.metrics), *sorted(group.baselines.items())]:
+            names = sorted({k for m in runs for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+            scores = {name: np.array([[m.get(name, np.nan)] for m in runs], dtype=np.float64) for name in names}
+            for name, stats in interval_estimates(scores).items():
+                count = int(np.isfinite(scores[name][:, 0]).sum())
+                rows.append([group.label, policy, name, str(count), _fmt(stats["mean"]), f"[{_fmt(stats['mean_lo'])}, {_fmt(stats['mean_hi'])}]"])
+    return rows
+
+
 def write_sweep_report(sweep_dir: Path | str) -> Path:
     """Aggregate a sweep folder into ``report.md`` and ``report.html``; return the Markdown path."""
     sweep_dir = Path(sweep_dir)
@@ -489,14 +509,12 @@ def write_sweep_report(sweep_dir: Path | str) -> Path:
                     doc.paragraph(f"`{metric}` against `{key}`, one line per value of the other grid keys; bands are 95% CIs over seeds. {provenance}")
                     doc.image(name, png, f"{metric} against {key}")
 
-        other = sorted({k for g in finished for m in g.metrics for k, v in m.items() if isinstance(v, (int, float)) and k != metric})
-        if other:
-            doc.heading("All final metrics (mean over seeds)")
-            doc.paragraph(provenance)
-            rows = []
-            for group in finished:
-                rows.append([group.label] + [_fmt(float(np.nanmean(group.scores(name)))) if np.isfinite(group.scores(name)).any() else "n/a" for name in other])
-            doc.table(["grid point", *other], rows)
+        doc.heading("Every final metric per grid point")
+        doc.paragraph(
+            "Mean over seeds with a 95% stratified-bootstrap CI, for the agent and for each baseline the scenario "
+            f"evaluates beside it (metrics.json `baselines`, run on the same seeds and episodes). {provenance}"
+        )
+        doc.table(["grid point", "policy", "metric", "seeds", "mean", "95% CI"], metric_rows(finished))
 
     curves = plot_learning_curves(finished)
     if curves is not None:

@@ -100,11 +100,16 @@ class Agent(ABC):
         times. Schedules therefore use the mean over ranks, or their learning rates would drift apart.
         """
         steps = float(global_step)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.distributed():
             total = torch.tensor([steps], dtype=torch.float64)
             torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
             steps = float(total.item()) / torch.distributed.get_world_size()
         return steps / self.total_steps
+
+    @staticmethod
+    def distributed() -> bool:
+        """Whether this process is one rank of a torch.distributed run (the check takes tens of microseconds, so loops call it once)."""
+        return torch.distributed.is_available() and torch.distributed.is_initialized()
 
     def average_gradients(self) -> None:
         """All-reduce and average gradients across ranks when training under torch.distributed.
@@ -112,7 +117,7 @@ class Agent(ABC):
         Agents call this between ``backward()`` and the optimiser step; in a single process it
         does nothing.
         """
-        if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        if not self.distributed():
             return
         world_size = torch.distributed.get_world_size()
         flat_covered: set[int] = set()

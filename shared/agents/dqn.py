@@ -25,6 +25,7 @@ from pydantic import Field
 from torch import nn
 
 from shared.agents.base import Agent, AgentConfig, Capabilities
+from shared.agents.manual_gradients import MLPDQNGradients, NumpyGreedy, supports_q_network
 from shared.agents.policies import QNetwork, linear_schedule
 from shared.buffers import ReplayBuffer
 from shared.optim import FlatAdam
@@ -55,6 +56,11 @@ class DQNConfig(AgentConfig):
     activation: Literal["tanh", "relu", "elu", "gelu"] = "relu"
     network: str = "auto"
     eval_eps: float = Field(0.0, ge=0, le=1, description="Epsilon used by act(deterministic=True), e.g. 0.05 on Atari.")
+    manual_gradients: bool = Field(
+        True,
+        description="Use the hand-derived gradients and NumPy acting of shared.agents.manual_gradients when the Q-network "
+        "is an MLP on flat observations without the dueling head (same loss, faster on small networks); false always uses autograd.",
+    )
 
 
 def dqn_target(
@@ -92,6 +98,8 @@ class DQN(Agent):
         self.target_network = build().to(self.device)
         self.target_network.load_state_dict(self.q_network.state_dict())
         self.optimizer = FlatAdam(self.q_network.parameters(), lr=config.learning_rate)
+        self.manual = MLPDQNGradients(self.q_network, config.loss) if config.manual_gradients and supports_q_network(self.q_network) else None
+        self._numpy_greedy: NumpyGreedy | None = None
         self.buffer = ReplayBuffer(
             config.buffer_size,
             observation_space.shape,
@@ -134,7 +142,18 @@ class DQN(Agent):
     def load_buffers_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.buffer.load_state(arrays, self._buffer_counters)
 
+    def compile(self) -> None:
+        """Compile the networks; the compiled forward passes then go through autograd, not the manual path."""
+        self.manual = None
+        super().compile()
+
     def _greedy(self, obs: np.ndarray) -> np.ndarray:
+        if self.manual is not None:
+            first = self.q_network.head.linears[0].weight
+            if self._numpy_greedy is None or self._numpy_greedy.layers[0][0].ctypes.data != first.data_ptr():
+                self._numpy_greedy = NumpyGreedy.build(self.q_network)  # views of the current parameter storage
+            if self._numpy_greedy is not None:
+                return self._numpy_greedy(obs)
         with torch.no_grad():
             return self.q_network(torch.as_tensor(obs, device=self.device)).argmax(dim=1).cpu().numpy()
 
@@ -179,6 +198,7 @@ class DQN(Agent):
         with torch.no_grad():
             all_next_q_target = self.target_network(all_next_obs)
         td_losses, q_values = [], []
+        distributed = self.distributed()
         for step in range(steps):
             part = slice(step * size, (step + 1) * size)
             obs, actions = all_obs[part], all_actions[part]
@@ -186,16 +206,21 @@ class DQN(Agent):
                 # Double DQN picks the next action with the online network as it is now.
                 next_q_online = self.q_network(all_next_obs[part]) if config.double_q else None
                 target = dqn_target(all_returns[part], all_discounts[part], all_next_q_target[part], next_q_online)
-            q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
-            loss = F.smooth_l1_loss(q, target) if config.loss == "huber" else F.mse_loss(q, target)
-            self.optimizer.zero_grad()
-            loss.backward()
-            self.average_gradients()
+            if self.manual is not None:
+                loss, q_mean = self.manual.loss_and_grad(obs, actions, target)
+            else:
+                q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
+                loss = F.smooth_l1_loss(q, target) if config.loss == "huber" else F.mse_loss(q, target)
+                q_mean = q.detach().mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+            if distributed:
+                self.average_gradients()
             if config.max_grad_norm is not None:
                 self.optimizer.clip_grad_norm_(config.max_grad_norm)
             self.optimizer.step()
             td_losses.append(loss.detach())
-            q_values.append(q.detach().mean())
+            q_values.append(q_mean)
 
         # Target network: hard copy (tau = 1) or Polyak averaging every target_update_interval steps.
         if self.env_steps - self.last_target_update >= config.target_update_interval:

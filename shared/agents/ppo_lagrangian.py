@@ -101,6 +101,7 @@ class PPOLagrangian(PPO):
         self.cost_critic = CostCritic(observation_space, config.hidden_sizes, config.activation, config.network).to(self.device)
         # One optimiser over actor, critic and cost critic, so one global gradient norm is clipped.
         self.optimizer = FlatAdam([*self.policy.parameters(), *self.cost_critic.parameters()], lr=config.learning_rate, eps=1e-5)
+        self.manual = None  # the cost terms of this loss are differentiated by autograd
         self.lagrange = LagrangeMultiplier(config.lagrangian_multiplier_init, config.lambda_lr, config.lambda_upper_bound)
         self.episode_cost_estimate = 0.0
         self._running_costs = np.zeros(self.num_envs, dtype=np.float64)

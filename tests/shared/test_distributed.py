@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from shared.cli import main
-from shared.distributed import TORCHRUN_VARIABLES, rank_budget, rank_seed, split_envs
+from shared.distributed import TORCHRUN_VARIABLES, rank_budget, rank_seed
 from shared.errors import ScenarioError
 from shared.scenario import load_scenario
 
@@ -53,15 +53,6 @@ def test_rank_seeds_are_far_apart():
     assert rank_seed(7, 3) == 3_000_007
 
 
-def test_split_envs_over_ranks():
-    loaded = load_scenario("scenarios/classic/cartpole_ppo.yaml", [])
-    assert split_envs(loaded, 2).scenario.env.num_envs == 4
-    assert split_envs(loaded, 8).scenario.env.num_envs == 1
-    assert loaded.scenario.env.num_envs == 8
-    with pytest.raises(ScenarioError, match="env.num_envs: 8 envs cannot be split evenly over 3 ranks"):
-        split_envs(loaded, 3)
-
-
 def test_rank_budget_rounds_up_equally():
     assert rank_budget(50_000, 2) == 25_000
     assert rank_budget(5, 2) == 3
@@ -96,12 +87,11 @@ def test_ranks_keep_identical_weights(tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ppo_learns_cartpole(tmp_path):
-    # The 50k-step default budget, as in the single-process test. Each rank steps 4 of the 8 envs
-    # for 25k steps, so every update averages the same 256-step batch as one process and the run
-    # makes as many updates. PPO's final policy on one seed can fall back to ~100 after training
-    # episodes have reached 500. So the test requires one solved training episode (500 is
-    # CartPole-v1's maximum) and a final return over 3x the random policy's, like the DQN and A2C
-    # learning tests.
+    # The 50k-step default budget, as in the single-process test. Each rank steps its own 8 envs
+    # for 25k steps, so every update averages 2 x 256 steps and the run makes half as many updates
+    # as one process. PPO's final policy on one seed can fall back after training episodes have
+    # reached 500, so the test requires one solved training episode (500 is CartPole-v1's maximum)
+    # and a final return over 3x the random policy's, like the A2C learning test.
     command = [
         str(TORCHRUN), "--nproc-per-node", "2", "--standalone",
         "-m", "shared.cli", "run", "scenarios/classic/cartpole_ppo.yaml", "--distributed", "--no-progress", "--out", str(tmp_path),
@@ -114,7 +104,7 @@ def test_two_process_ppo_learns_cartpole(tmp_path):
     run_dir = run_dirs[0]
     summary = json.loads((run_dir / "metrics.json").read_text())
     assert summary["world_size"] == 2
-    assert 50_000 <= summary["train_steps"] <= 50_000 + 8 * 32
+    assert 50_000 <= summary["train_steps"] <= 50_000 + 2 * 8 * 32  # each rank may overshoot by one rollout
     random_return = summary["baselines"]["random"]["metrics"]["return_mean"]
     assert summary["metrics"]["return_mean"] > 3 * random_return
 
