@@ -11,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# With the dummy video driver, pygame (highway-env's renderer) needs no display. apps/driving/rendering.py
+# makes highway-env draw its rgb_array frames under this driver.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 

@@ -2,7 +2,8 @@
 
 ``DrivingKind.make_env`` builds, from the inside out:
 
-1. the highway-env env with the scenario's ``env.config`` (traffic scaled by ``density``);
+1. the highway-env env with the scenario's ``env.config`` (traffic scaled by ``density``), wrapped in
+   ``OffscreenFrames`` for ``render_mode="rgb_array"`` so frames are drawn on headless machines;
 2. ``AggressiveTraffic`` when ``aggressive`` > 0;
 3. ``IDMEgoWrapper`` when ``settings.ego_controller`` is ``idm`` (the rule baseline);
 4. ``SafetyCostWrapper``: ``info["cost"]`` and ``info["cost_terms"]`` from the simulator state;
@@ -38,6 +39,7 @@ from apps.driving.perturbations import (
     KinematicsNoise,
     scale_density,
 )
+from apps.driving.rendering import OffscreenFrames
 from apps.driving.shield import MetaActionShield, ShieldSettings
 from shared.errors import ScenarioError, located
 from shared.kinds import EpisodeTracker, GymKind
@@ -210,6 +212,9 @@ class DrivingKind(GymKind):
 
             if settings.shield.enabled and not is_discrete_meta_env(probe):
                 raise ScenarioError(located(source, "settings.shield.enabled", "the shield needs DiscreteMetaAction actions (env.config.action.type)"))
+            if settings.idm_baseline and settings.ego_controller != "idm" and not is_discrete_meta_env(probe):
+                # highway-env's IDMVehicle cannot take over an ego vehicle that steers continuously (racetrack).
+                raise ScenarioError(located(source, "settings.idm_baseline", "the IDM/MOBIL baseline needs DiscreteMetaAction actions (env.config.action.type); set it to false"))
         finally:
             probe.close()
         if settings.robustness is not None:
@@ -260,6 +265,8 @@ class DrivingKind(GymKind):
         if spec.max_episode_steps is not None:
             kwargs["max_episode_steps"] = spec.max_episode_steps
         env = gym.make(spec.id, **kwargs)
+        if render_mode == "rgb_array":
+            env = OffscreenFrames(env)
 
         if levels["aggressive"] > 0:
             env = AggressiveTraffic(env, levels["aggressive"])

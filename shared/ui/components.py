@@ -20,7 +20,7 @@ logger = logging.getLogger("scenariolab.ui")
 
 @dataclass(frozen=True)
 class ScenarioEntry:
-    """One scenario file as the Home and Runs pages list it; ``error`` is set when it does not load."""
+    """One scenario file as the Home and Runs pages list it. ``error`` is set when it does not read or its common fields are invalid."""
 
     path: str
     stem: str
@@ -46,25 +46,37 @@ def _scenario_files_signature() -> tuple[tuple[str, int], ...]:
     return tuple(signature)
 
 
+def _error_entry(path_text: str, error: str) -> ScenarioEntry:
+    from shared.scenario import BUDGETS
+
+    stem = Path(path_text).stem
+    return ScenarioEntry(path_text, stem, stem, "", "", "", "", BUDGETS, 0, error=error)
+
+
 @st.cache_data(show_spinner=False)
-def _load_scenario_entries(signature: tuple[tuple[str, int], ...]) -> list[ScenarioEntry]:
-    """Load and validate every scenario file once per set of file versions (``signature``)."""
+def _read_scenario_entries(signature: tuple[tuple[str, int], ...]) -> list[ScenarioEntry]:
+    """Read every scenario file and check its common fields, once per set of file versions (``signature``).
+
+    This reads YAML (with ``extends``) and validates the fields every scenario shares, so it imports
+    no app, and a page that lists scenarios stays fast on a cold server. The agent, the kind's
+    settings and the env are checked by :func:`scenario_validation_errors`.
+    """
+    from pydantic import ValidationError
+
     from shared.errors import ScenarioLabError
-    from shared.scenario import BUDGETS, load_scenario
+    from shared.scenario import BUDGETS, Scenario, describe_validation_error, read_with_extends
 
     entries = []
     for path_text, _ in signature:
         path = Path(path_text)
         try:
-            loaded = load_scenario(path_text)
+            scenario = Scenario.model_validate(read_with_extends(path))
         except ScenarioLabError as error:
-            entries.append(ScenarioEntry(path_text, path.stem, path.stem, "", "", "", "", BUDGETS, 0, error=str(error).splitlines()[0]))
+            entries.append(_error_entry(path_text, str(error).splitlines()[0]))
             continue
-        except Exception as error:  # noqa: BLE001  (an app's kind that crashes must not hide the other scenarios)
-            logger.exception("loading scenario %s failed", path_text)
-            entries.append(ScenarioEntry(path_text, path.stem, path.stem, "", "", "", "", BUDGETS, 0, error=f"{type(error).__name__}: {error}"))
+        except ValidationError as error:
+            entries.append(_error_entry(path_text, describe_validation_error(error, path_text, model=Scenario)[0]))
             continue
-        scenario = loaded.scenario
         agent = str(scenario.agent.get("name", "")) if scenario.agent else ""
         entries.append(
             ScenarioEntry(
@@ -83,8 +95,39 @@ def _load_scenario_entries(signature: tuple[tuple[str, int], ...]) -> list[Scena
 
 
 def scenario_entries() -> list[ScenarioEntry]:
-    """Return every scenario file with its domain and agent, loading each changed file only once."""
-    return _load_scenario_entries(_scenario_files_signature())
+    """Return every scenario file with its domain and agent, reading each changed file only once.
+
+    Only YAML and the common fields are checked here (see :func:`_read_scenario_entries`).
+    """
+    return _read_scenario_entries(_scenario_files_signature())
+
+
+@st.cache_data(show_spinner=False)
+def _validate_scenario_files(signature: tuple[tuple[str, int], ...]) -> dict[str, str]:
+    """Validate every scenario file fully, as ``scenariolab validate`` does, and return the first error line of each invalid one."""
+    from shared.errors import ScenarioLabError
+    from shared.scenario import load_scenario
+
+    errors: dict[str, str] = {}
+    for path_text, _ in signature:
+        try:
+            load_scenario(path_text)
+        except ScenarioLabError as error:
+            errors[path_text] = str(error).splitlines()[0]
+        except Exception as error:  # noqa: BLE001  (an app's kind that crashes must not hide the other scenarios)
+            logger.exception("validating scenario %s failed", path_text)
+            errors[path_text] = f"{type(error).__name__}: {error}"
+    return errors
+
+
+def scenario_validation_errors() -> dict[str, str]:
+    """Return the first error line of every scenario file that fails full validation, by path.
+
+    Full validation checks the agent, the kind's settings and the env (it builds one env per
+    scenario), so it imports every app and takes seconds on a cold server. Pages call it only on
+    request.
+    """
+    return _validate_scenario_files(_scenario_files_signature())
 
 
 def learning_curve_chart(curves: "pd.DataFrame", tag: str, *, color: str | None = None) -> "alt.Chart":

@@ -1,15 +1,19 @@
 """Home page: what ScenarioLab is, a link into each app page, and every scenario file with its agent.
 
 Streamlit runs this file as a page script (``__name__ == "__main__"``); importing it draws nothing.
+Home is usually the first page of a browser session, so it imports no app and no pandas before its
+title is drawn. Full validation of the scenario files (which imports every app's envs) runs only
+when the reader asks for it.
 """
 
 from __future__ import annotations
 
-import pandas as pd
 import streamlit as st
 
-from shared.ui.components import scenario_entries
+from shared.ui.components import scenario_entries, scenario_validation_errors
 from shared.ui.i18n import t
+
+VALIDATED_STATE_KEY = "home_validated"
 
 # (page file relative to streamlit_app.py, title key, blurb key, icon); the router registers the same files.
 APP_LINKS: tuple[tuple[str, str, str, str], ...] = (
@@ -30,10 +34,11 @@ def render_links() -> None:
 
 
 def render_scenarios() -> None:
-    """Draw the table of loadable scenarios and one error line per file that does not load."""
+    """Draw the table of scenario files and one error line per file that does not read."""
+    import pandas as pd
+
     st.subheader(t("home.scenarios.title"))
-    with st.spinner(t("home.scenarios.loading")):
-        entries = scenario_entries()
+    entries = scenario_entries()
     if not entries:
         st.info(t("home.scenarios.none"))
         return
@@ -57,6 +62,27 @@ def render_scenarios() -> None:
         st.markdown(f"**{t('home.scenarios.broken', count=len(broken))}**")
         for entry in broken:
             st.error(entry.error, icon=":material/warning:")
+    render_full_validation([entry.path for entry in loaded])
+
+
+def render_full_validation(listed: list[str]) -> None:
+    """Offer full validation of the files in the table and, once asked, show its result on every rerun.
+
+    Files that do not read are left out, because their error line is already on the page.
+    """
+    if st.button(t("home.validate.button"), key="home_validate", icon=":material/fact_check:", help=t("home.validate.help")):
+        st.session_state[VALIDATED_STATE_KEY] = True
+    if not st.session_state.get(VALIDATED_STATE_KEY):
+        return
+    with st.spinner(t("home.validate.running")):
+        all_errors = scenario_validation_errors()
+    errors = {path: error for path, error in all_errors.items() if path in listed}
+    if not errors:
+        st.success(t("home.validate.all_valid", count=len(listed)), icon=":material/check_circle:")
+        return
+    st.markdown(f"**{t('home.validate.invalid', count=len(errors), total=len(listed))}**")
+    for error in errors.values():
+        st.error(error, icon=":material/warning:")
 
 
 def render() -> None:

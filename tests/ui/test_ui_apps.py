@@ -125,10 +125,11 @@ def test_driving_episode_panel(language: str, runs_dir: Path) -> None:
     panels = app.session_state["drive_episode"]["panels"]
     # The reset yields step 0, then one panel per step.
     assert [panel["step"] for panel in panels] == [0, 1, 2, 3, 4, 5]
-    # highway-env draws nothing under SDL_VIDEODRIVER=dummy, which tests/conftest.py sets. The page lifts it.
+    # tests/conftest.py sets SDL_VIDEODRIVER=dummy, and the frame must still show the road (grey, mean about 104).
     frame = app.session_state["drive_episode"]["frame"]
-    assert frame.shape[2] == 3
+    assert frame.shape == (150, 600, 3)
     assert frame.mean() > 20
+    assert frame.std() > 20
     labels = [metric.label for metric in app.metric]
     speed, cost, shield = {"en": ("Speed (m/s)", "Cost (this step)", "Shield interventions"), "zh-CN": ("速度（m/s）", "代价（本步）", "护盾干预次数")}[language]
     assert {"TTC", speed, cost, shield} <= set(labels)
@@ -136,6 +137,71 @@ def test_driving_episode_panel(language: str, runs_dir: Path) -> None:
     assert any(text.startswith(step_line) for text in values(app.caption))
     assert len(app.get("vega_lite_chart")) == 1
     assert not i18n.missing_keys()
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_driving_picker_merge_episode(language: str, runs_dir: Path) -> None:
+    app = open_app_page(DRIVING, language)
+    assert app.selectbox(key="drive_scenario").options == [
+        "highway · highway-fast-v0",
+        "merge · merge-v1",
+        "roundabout · roundabout-v1",
+        "intersection · intersection-v2",
+        "racetrack · racetrack-v1",
+    ]
+    shielded, random_label = {"en": ("{} + shield", "random"), "zh-CN": ("{} + 护盾", "随机")}[language]
+    assert app.selectbox(key="drive_agent").options == [shielded.format("PPO-Lagrangian"), "PPO-Lagrangian", "PPO", "DQN", "IDM/MOBIL", random_label]
+
+    app.selectbox(key="drive_scenario").select("merge · merge-v1").run()
+    assert app.selectbox(key="drive_agent").options == [shielded.format("PPO"), "IDM/MOBIL", random_label]
+    not_offered = {
+        "en": "Not offered on merge: PPO-Lagrangian + shield: no shipped checkpoint; PPO-Lagrangian: no shipped checkpoint; DQN: no shipped checkpoint.",
+        "zh-CN": "merge 上不提供：PPO-Lagrangian + 护盾：没有随附检查点；PPO-Lagrangian：没有随附检查点；DQN：没有随附检查点。",
+    }[language]
+    assert not_offered in values(app.caption)
+    scenario_file = {"en": "Scenario file: scenarios/driving/merge_ppo.yaml (shield on)", "zh-CN": "场景文件：scenarios/driving/merge_ppo.yaml（护盾开启）"}[language]
+    assert scenario_file in values(app.caption)
+
+    app.selectbox(key="drive_agent").select(shielded.format("PPO")).run()
+    app.slider(key="drive_steps").set_value(5).run()
+    app.button(key="drive_run").click().run()
+    assert not app.exception, app.exception
+    assert not app.error, values(app.error)
+    episode = app.session_state["drive_episode"]
+    assert (episode["choice"].scenario, episode["choice"].agent) == ("merge", "ppo")
+    panels = episode["panels"]
+    # merge-v1 ends early only on a crash, so the episode has all 5 steps unless the ego crashed.
+    assert [panel["step"] for panel in panels] == list(range(len(panels)))
+    assert len(panels) == 6 or panels[-1]["crashed"]
+    assert episode["frame"].shape == (150, 600, 3)
+    assert episode["frame"].std() > 20
+
+    labels = [metric.label for metric in app.metric]
+    speed, cost, shield = {"en": ("Speed (m/s)", "Cost (this step)", "Shield interventions"), "zh-CN": ("速度（m/s）", "代价（本步）", "护盾干预次数")}[language]
+    assert {"TTC", speed, cost, shield} <= set(labels)
+    metric_values = {metric.label: metric.value for metric in app.metric}
+    last = panels[-1]
+    assert metric_values[speed] == f"{last['speed']:.1f}"
+    assert metric_values["TTC"] == f"{last['ttc']:.2f} s"
+    assert metric_values[cost] == f"{last['cost']:.2f}"
+    assert metric_values[shield] == str(last["shield_interventions"])
+    last_episode = {"en": "Last episode: merge, PPO + shield, seed 0.", "zh-CN": "上一回合：merge，PPO + 护盾，种子 0。"}[language]
+    assert last_episode in values(app.caption)
+    # No merge run in the runs folder and the shipped benchmark is of highway, so only a note shows.
+    no_evaluation = {"en": "No evaluation on merge-v1 yet", "zh-CN": "merge-v1 上还没有评估结果"}[language]
+    assert any(text.startswith(no_evaluation) for text in values(app.info))
+    assert not i18n.missing_keys()
+
+
+def test_driving_picker_racetrack_without_idm(runs_dir: Path) -> None:
+    app = open_app_page(DRIVING, "en")
+    app.selectbox(key="drive_scenario").select("racetrack · racetrack-v1").run()
+    assert not app.exception, app.exception
+    assert app.selectbox(key="drive_agent").options == ["PPO", "random"]
+    reason = "IDM/MOBIL: needs discrete meta-actions, but this env steers continuously."
+    assert any(text.startswith("Not offered on racetrack:") and text.endswith(reason) for text in values(app.caption))
+    sliders = [slider.label for slider in app.slider]
+    assert sliders == ["Episode length (steps)", "density", "aggressive", "action_delay"]
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])

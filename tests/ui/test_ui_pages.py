@@ -22,7 +22,7 @@ PAGE_TITLES = {
     "shared/ui/runs.py": {"en": "Runs", "zh-CN": "运行记录"},
 }
 
-# Loading every scenario file on the first Home run imports the apps' envs, which takes seconds.
+# The first run of an app page, or of full validation on Home, imports the apps' envs, which takes seconds.
 TIMEOUT = 120
 
 
@@ -77,6 +77,61 @@ def test_home_lists_scenarios_and_links(runs_dir: Path) -> None:
     rows = len(app.dataframe[0].value) if app.dataframe else 0
     errors = [text for text in texts(app.error) if ".yaml" in text]
     assert rows + len(errors) == len(files)
+
+
+def test_home_lists_scenarios_without_importing_apps() -> None:
+    # Home is the first page of a browser session, so its scenario list must not import the apps'
+    # heavy dependencies (they cost seconds before anything else can draw).
+    script = (
+        "import sys\n"
+        "from shared.ui.components import scenario_entries\n"
+        "entries = scenario_entries()\n"
+        "heavy = ('torch', 'highway_env', 'ale_py', 'pettingzoo', 'recbole', 'transformers', 'apps.driving', 'apps.game_ai')\n"
+        "print(len(entries), sum(entry.error is None for entry in entries), sorted(name for name in heavy if name in sys.modules))\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    from shared.scenario import find_scenario_files
+
+    files = len(find_scenario_files())
+    assert finished.stdout.strip() == f"{files} {files} []"
+
+
+def test_home_full_validation_on_request(runs_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # bad_driving.yaml has valid common fields but a misspelt highway-env config key, so the table
+    # lists it and only full validation finds the error. unreadable.yaml is invalid YAML, so its
+    # error line shows at once, and full validation must not repeat it.
+    (tmp_path / "scenarios").mkdir()
+    bad = tmp_path / "scenarios" / "bad_driving.yaml"
+    bad.write_text(
+        "name: bad_driving\ndomain: driving\nkind: driving\nenv: {id: highway-fast-v0, config: {lanes_cnt: 3}}\nagent: {name: ppo}\n",
+        encoding="utf-8",
+    )
+    unreadable = tmp_path / "scenarios" / "unreadable.yaml"
+    unreadable.write_text("name: [unclosed\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    from shared.scenario import find_scenario_files
+
+    listed = len(find_scenario_files()) - 1
+    app = open_page("shared/ui/home.py")
+    assert not app.exception, app.exception
+    assert "bad_driving" in list(app.dataframe[0].value["Scenario"])
+    assert len(app.dataframe[0].value) == listed
+    [yaml_error] = texts(app.error)
+    assert yaml_error.startswith(f"{unreadable}: line 2, column 1: invalid YAML: ")
+    assert texts(app.success) == []
+
+    app.button(key="home_validate").click().run()
+    assert not app.exception, app.exception
+    assert f"**1 of the {listed} scenario files in the table fail full validation:**" in texts(app.markdown)
+    first, second = texts(app.error)
+    assert first == yaml_error
+    assert second.startswith(f"{bad}: env.config.lanes_cnt: unknown value 'lanes_cnt'; allowed: ")
+    assert second.endswith("Did you mean 'lanes_count'?")
+
+    # The result stays on later reruns, such as a language switch.
+    app.sidebar.selectbox(key="language").set_value("zh-CN").run()
+    assert f"**表中 {listed} 个场景文件有 1 个未通过完整校验：**" in texts(app.markdown)
 
 
 def test_runs_page_shows_run_metrics(runs_dir: Path) -> None:

@@ -37,7 +37,7 @@ def test_ego_attention_registered():
 def test_demo_yields_frames_and_panel():
     from apps.driving.demo import play_episode
 
-    steps = list(play_episode("idm", {"density": 1.5}, seed=3, max_steps=3))
+    steps = list(play_episode("highway", "idm", {"density": 1.5}, seed=3, max_steps=3))
     assert len(steps) == 4
     frame, panel = steps[-1]
     assert frame.ndim == 3
