@@ -208,9 +208,11 @@ def run_trial(scenario_path: str, overrides: list[str], budget: str, seed: int, 
     logging.getLogger("scenariolab").setLevel(logging.WARNING)
     loaded = load_scenario(scenario_path, overrides, budget)
     if not loaded.scenario.train:
-        # An evaluation-only trial has nothing to train with its seed, so the seed picks its
-        # evaluation episodes instead; otherwise every seed would replay the same episodes.
-        loaded = load_scenario(scenario_path, [*overrides, f"evaluation.seeds=[{seed}]"], budget)
+        # An evaluation-only trial has nothing to train, so its seed picks its evaluation episodes.
+        # Otherwise every seed would replay the same episodes. The offset from the scenario's first
+        # evaluation seed keeps them apart from training seeds.
+        evaluation_seed = loaded.scenario.evaluation.seeds[0] + seed
+        loaded = load_scenario(scenario_path, [*overrides, f"evaluation.seeds=[{evaluation_seed}]"], budget)
     kind = get_kind(loaded.scenario.kind, str(loaded.source))
     path = Path(run_path)
     path.mkdir(parents=True, exist_ok=False)

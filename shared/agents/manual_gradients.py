@@ -42,7 +42,7 @@ class LossSettings:
 
 
 def supports(policy: ActorCritic) -> bool:
-    """Whether :class:`MLPPPOGradients` can differentiate this policy's loss by hand."""
+    """Return whether :class:`MLPPPOGradients` can differentiate this policy's loss by hand."""
     return not policy.shared_encoder and policy.actor.activation_name in _BACKWARDS and policy.critic.activation_name in _BACKWARDS
 
 
@@ -116,7 +116,7 @@ class _SeparateTowers:
 
 
 def twin_parameter_order(policy: ActorCritic) -> list[torch.nn.Parameter]:
-    """The policy's parameters with each hidden layer's actor and critic tensors side by side.
+    """Return the policy's parameters with each hidden layer's actor and critic tensors side by side.
 
     Create the policy's :class:`shared.optim.FlatAdam` in this order and the two towers' hidden
     layers sit next to each other in its flat buffer, so :class:`_TwinTowers` can evaluate both
@@ -132,7 +132,7 @@ def twin_parameter_order(policy: ActorCritic) -> list[torch.nn.Parameter]:
 
 
 def _joined(first: torch.Tensor, second: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor | None:
-    """A view of two equal-shaped tensors stored back to back, as one tensor of ``shape``; None if they are not."""
+    """Return a view of two equal-shaped tensors stored back to back, as one tensor of ``shape``; None if they are not."""
     if first.shape != second.shape or not (first.is_contiguous() and second.is_contiguous()):
         return None
     if first.untyped_storage().data_ptr() != second.untyped_storage().data_ptr() or second.storage_offset() != first.storage_offset() + first.numel():
@@ -229,29 +229,10 @@ class MLPPPOGradients:
         self.towers: _TwinTowers | _SeparateTowers = _TwinTowers.build(policy.actor, policy.critic) or _SeparateTowers(policy.actor, policy.critic)
 
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
-        """The MLP input: observations normalised (when enabled) and flattened, as ``ActorCritic.features`` does."""
+        """Return the MLP input: observations normalised (when enabled) and flattened, as ``ActorCritic.features`` does."""
         if obs.dtype == torch.float32 and obs.dim() == 2 and not self.policy.normalizer.enabled:
             return obs
         return self.policy.normalizer(obs.float()).reshape(obs.shape[0], -1)
-
-    @torch.inference_mode()
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample actions for a rollout step; return action, log-probability and value.
-
-        Draws from the torch RNG exactly as ``ActorCritic.action_and_value`` does.
-        """
-        x = self.inputs(obs)
-        actor_out, value_out, _ = self.towers.forward(x)
-        if self.policy.continuous:
-            log_std = self.policy.actor_log_std.expand_as(actor_out)
-            action = torch.normal(actor_out, log_std.exp())
-            z = (action - actor_out) * torch.exp(-log_std)
-            log_prob = (-0.5 * z * z - log_std - _HALF_LOG_2PI).sum(-1)
-        else:
-            log_softmax = torch.log_softmax(actor_out, dim=-1)
-            action = torch.multinomial(log_softmax.exp(), 1).squeeze(-1)
-            log_prob = log_softmax.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-        return action, log_prob, value_out.squeeze(-1)
 
     @torch.inference_mode()
     def loss_and_grad(
@@ -399,7 +380,7 @@ class NumpySampler:
 
 
 def supports_q_network(q_network: torch.nn.Module) -> bool:
-    """Whether :class:`MLPDQNGradients` can differentiate this Q-network's loss by hand."""
+    """Return whether :class:`MLPDQNGradients` can differentiate this Q-network's loss by hand."""
     return not q_network.dueling and type(q_network.encoder).__name__ == "Flatten" and q_network.head.activation_name in _BACKWARDS
 
 
