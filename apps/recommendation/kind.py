@@ -164,19 +164,32 @@ def _stage(origin: str, seconds: float = 0.0) -> Any:
     return Stage(origin, seconds)
 
 
-def simulator_validation(state: PipelineState, results: dict[str, dict[str, Any]], seeds: list[int], sessions: int) -> dict[str, float]:
-    """Check the simulator: preference-model AUC on held-out items, and CTR under base vs random rankings.
+def simulator_validation(state: PipelineState, results: dict[str, dict[str, Any]], seeds: list[int], sessions: int) -> dict[str, Any]:
+    """Check the simulator: preference-model AUC on held-out items, and base vs random rankings.
 
-    The first-slate CTR (one step per session) isolates the preference model from session fatigue;
-    the session CTR comes from the ranker evaluation.
+    A valid simulator must rank the logged-data model clearly above a random ordering of the same
+    candidates: ``base_beats_random`` holds when the 95% CI of the base ranking's simulated return
+    lies wholly above the random ranking's. The first-slate CTR (one step per session) isolates the
+    click model from session fatigue; its base/random ratio can be read against the held-out
+    hit@10 ratio of the same two rankings.
     """
     first_slate = {name: float(np.mean([first_slate_ctr(state, name, sessions, seed) for seed in seeds])) for name in ("base", "random")}
+    base, random = results["base"], results["random"]
     return {
         "preference_heldout_auc": float(state.stages["preference"].info["heldout_auc"]),
         "first_slate_ctr_base": first_slate["base"],
         "first_slate_ctr_random": first_slate["random"],
-        "sim_ctr_base": float(results["base"]["metrics"]["sim_ctr"]),
-        "sim_ctr_random": float(results["random"]["metrics"]["sim_ctr"]),
+        "first_slate_ctr_ratio": first_slate["base"] / max(first_slate["random"], 1e-12),
+        "heldout_hit@10_ratio": float(base["metrics"]["hit@10"]) / max(float(random["metrics"]["hit@10"]), 1e-12),
+        "sim_ctr_base": float(base["metrics"]["sim_ctr"]),
+        "sim_ctr_base_ci95": list(base["ci95"]["sim_ctr"]),
+        "sim_ctr_random": float(random["metrics"]["sim_ctr"]),
+        "sim_ctr_random_ci95": list(random["ci95"]["sim_ctr"]),
+        "sim_return_base": float(base["metrics"]["sim_return_mean"]),
+        "sim_return_base_ci95": list(base["ci95"]["sim_return_mean"]),
+        "sim_return_random": float(random["metrics"]["sim_return_mean"]),
+        "sim_return_random_ci95": list(random["ci95"]["sim_return_mean"]),
+        "base_beats_random": bool(base["ci95"]["sim_return_mean"][0] > random["ci95"]["sim_return_mean"][1]),
     }
 
 
@@ -209,6 +222,10 @@ def target_check(results: dict[str, dict[str, Any]], main: str) -> dict[str, Any
     }
 
 
+def _interval(value: float, ci95: list[float]) -> str:
+    return f"{value:.4f} [{ci95[0]:.4f}, {ci95[1]:.4f}]"
+
+
 def _cell(result: dict[str, Any], metric: str) -> str:
     value = result["metrics"][metric]
     low, high = result["ci95"][metric]
@@ -229,8 +246,9 @@ def report_sections(summary: dict[str, Any], results: dict[str, dict[str, Any]])
         "## Simulator validation",
         "",
         f"- Preference model AUC on held-out test items vs random unseen items: {validation['preference_heldout_auc']:.4f}",
-        f"- First-slate CTR (no fatigue yet) under the base ranking: {validation['first_slate_ctr_base']:.4f}; under a random ranking of the same candidates: {validation['first_slate_ctr_random']:.4f}",
-        f"- Session CTR under the base ranking: {validation['sim_ctr_base']:.4f}; under a random ranking: {validation['sim_ctr_random']:.4f} (the base ranking repeats its top K every step, so fatigue lowers it)",
+        f"- First-slate CTR (no fatigue yet) under the base ranking: {validation['first_slate_ctr_base']:.4f}; under a random ranking of the same candidates: {validation['first_slate_ctr_random']:.4f} (ratio {validation['first_slate_ctr_ratio']:.2f}; the held-out hit@10 ratio of the same two rankings is {validation['heldout_hit@10_ratio']:.2f})",
+        f"- Session CTR under the base ranking: {_interval(validation['sim_ctr_base'], validation['sim_ctr_base_ci95'])}; under a random ranking: {_interval(validation['sim_ctr_random'], validation['sim_ctr_random_ci95'])}",
+        f"- Return per session under the base ranking: {_interval(validation['sim_return_base'], validation['sim_return_base_ci95'])}; under a random ranking: {_interval(validation['sim_return_random'], validation['sim_return_random_ci95'])} (base above random with disjoint 95% CIs: {'yes' if validation['base_beats_random'] else 'no'})",
         "",
         "## Targets",
         "",

@@ -3,11 +3,13 @@
 Two trainers share one policy network:
 
 - REINFORCE with the top-K off-policy correction of Chen et al. 2019, "Top-K Off-Policy Correction
-  for a REINFORCE Recommender System" (WSDM). Sessions are logged by a behaviour policy beta (the
-  policy as it was when the batch was collected, or a softmax over the base model's scores), and
-  the batch is reused for several epochs; each shown item a gets the gradient
-  ``min(pi(a|s)/beta(a|s), cap) * lambda_K(s, a) * R * grad log pi(a|s)`` with
-  ``lambda_K = K (1 - pi(a|s))^(K-1)``, which accounts for K items being shown at once.
+  for a REINFORCE Recommender System" (WSDM). A behaviour policy logs the sessions: the policy as
+  it was when the batch was collected, or a Plackett-Luce sampler over the base model's scores.
+  The learner never reads its probabilities. A separate head, fitted by maximum likelihood on the
+  logged slates with the user state's gradient stopped, estimates beta. Each shown item a gets the
+  gradient ``min(pi(a|s)/beta(a|s), cap) * lambda_K(s, a) * A * grad log pi(a|s)`` with
+  ``lambda_K = K (1 - pi(a|s))^(K-1)``, which accounts for K items being shown at once. A is the
+  item's click minus its slate's mean and its slot's mean offset.
 - PPO on the slate's Plackett-Luce log-probability, with ``shared.buffers.compute_gae`` and the
   clipped objective ``shared.agents.ppo.ppo_loss``.
 """
@@ -30,22 +32,25 @@ from shared.buffers import compute_gae
 
 logger = logging.getLogger("scenariolab.apps.recommendation.reranker")
 
+# Logit of a candidate the env will not show; finite so that softmax * log_softmax stays 0, not NaN.
+UNAVAILABLE_LOGIT = -1e9
+
 
 class RerankerSettings(BaseModel):
     """The re-ranking policy and how it is trained."""
 
     model_config = ConfigDict(extra="forbid")
 
-    algorithm: Literal["reinforce_topk", "ppo"] = "ppo"
+    algorithm: Literal["reinforce_topk", "ppo"] = "reinforce_topk"
     train_both: bool = Field(True, description="Also train the other algorithm and report it as a baseline.")
     hidden_size: int = Field(64, ge=4)
-    learning_rate: float = Field(3e-3, gt=0)
+    learning_rate: float = Field(1e-2, gt=0)
     gamma: float = Field(0.9, ge=0, le=1)
-    sessions_per_iteration: int = Field(32, ge=1)
-    behaviour: Literal["policy", "base"] = Field("policy", description="REINFORCE: who logs the sessions; 'policy' is the policy as it was when the batch was collected, 'base' a softmax over base scores.")
-    behaviour_temperature: float = Field(0.3, gt=0, description="REINFORCE with behaviour 'base': beta = softmax(base z-score / temperature).")
+    sessions_per_iteration: int = Field(16, ge=1, description="REINFORCE: sessions logged per batch.")
+    behaviour: Literal["policy", "base"] = Field("policy", description="REINFORCE: who logs the sessions; 'policy' samples slates from the policy as it was when the batch was collected, 'base' from softmax(base z-score / behaviour_temperature).")
+    behaviour_temperature: float = Field(1.0, gt=0, description="REINFORCE with behaviour 'base': temperature of the logging softmax over base z-scores.")
     weight_cap: float = Field(10.0, gt=0, description="REINFORCE: cap on the importance weight pi/beta.")
-    epochs_per_batch: int = Field(2, ge=1)
+    epochs_per_batch: int = Field(4, ge=1, description="Gradient steps per collected batch (PPO and REINFORCE).")
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip_coef: float = Field(0.2, gt=0)
     ent_coef: float = Field(0.0, ge=0)
@@ -70,9 +75,11 @@ class RerankPolicy(nn.Module):
         self.base_weight = nn.Parameter(torch.tensor(2.0))
         self.shown_weight = nn.Parameter(torch.tensor(0.0))
         self.value = nn.Sequential(nn.Linear(hidden + 2, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        # The behaviour head estimates the logging policy beta for the off-policy correction. It
+        # reads the same features with their gradient stopped, as in Chen et al. 2019.
+        self.behaviour = nn.Sequential(nn.Linear(3 * hidden + 3, hidden), nn.Tanh(), nn.Linear(hidden, 1))
 
-    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return candidate logits (B, N) and state values (B,) for a batch of observations."""
+    def _features(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         mask = obs["history_mask"].unsqueeze(-1)
         history = (obs["history"] * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         user = torch.tanh(self.user(history))
@@ -83,7 +90,22 @@ class RerankPolicy(nn.Module):
         shown = obs["shown_count"]
         user_rows = user.unsqueeze(1).expand_as(items)
         features = torch.cat([user_rows, items, user_rows * items, base.unsqueeze(-1), position.unsqueeze(-1), torch.log1p(shown).unsqueeze(-1)], dim=-1)
+        return user, features
+
+    def behaviour_logits(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Return the behaviour head's logits (B, N); their softmax estimates the logging policy beta."""
+        _, features = self._features(obs)
+        logits = self.behaviour(features.detach()).squeeze(-1)
+        return logits.masked_fill(obs["available"] < 0.5, UNAVAILABLE_LOGIT)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return candidate logits (B, N) and state values (B,) for a batch of observations."""
+        user, features = self._features(obs)
+        base = obs["base_scores"]
+        shown = obs["shown_count"]
         logits = self.base_weight * base + self.shown_weight * torch.log1p(shown) + self.score(features).squeeze(-1)
+        # Clicked candidates cannot be shown again (the env filters them), so they get no probability.
+        logits = logits.masked_fill(obs["available"] < 0.5, UNAVAILABLE_LOGIT)
         value = self.value(torch.cat([user, torch.log1p(shown).mean(1, keepdim=True), (shown > 0).float().mean(1, keepdim=True)], dim=-1)).squeeze(-1)
         return logits, value
 
@@ -146,7 +168,10 @@ def _discounted(rewards: list[float], gamma: float) -> np.ndarray:
 
 
 def train_reinforce_topk(make_env: Callable[[], RecommendationSessionEnv], settings: RerankerSettings, total_steps: int, seed: int, log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train with off-policy REINFORCE and the top-K correction on sessions logged by beta."""
+    """Train with off-policy REINFORCE and the top-K correction on sessions logged by a behaviour policy."""
+    # Limitation: at the default budget (8000 steps) this policy raises simulated return per session
+    # by 8.8% over the base ranking (3.85 [3.56, 4.22] vs 3.54 [3.26, 3.83]), short of the +10%
+    # target and inside overlapping CIs. Its gain comes from ranking already-skipped items lower.
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     env = make_env()
@@ -155,71 +180,87 @@ def train_reinforce_topk(make_env: Callable[[], RecommendationSessionEnv], setti
     policy = RerankPolicy(dim, settings.hidden_size)
     optimizer = torch.optim.Adam(policy.parameters(), lr=settings.learning_rate)
     steps = 0
-    episode = 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     while steps < total_steps:
-        observations: list[dict[str, np.ndarray]] = []
-        slates: list[np.ndarray] = []
-        behaviour: list[np.ndarray] = []
-        returns: list[np.ndarray] = []
-        session_returns = []
-        for _ in range(settings.sessions_per_iteration):
-            obs, _ = env.reset(seed=int(rng.integers(2**31)))
-            rewards: list[float] = []
-            slot_clicks: list[np.ndarray] = []
-            done = False
-            while not done:
-                if settings.behaviour == "base":
-                    beta_logits = obs["base_scores"] / settings.behaviour_temperature
-                else:
-                    with torch.no_grad():
-                        beta_logits = policy(to_tensors([obs]))[0][0].numpy().astype(np.float64)
-                slate = sample_slate(beta_logits, slate_size, rng)
-                beta = np.exp(beta_logits - beta_logits.max())
-                beta /= beta.sum()
-                observations.append(obs)
-                slates.append(slate)
-                behaviour.append(beta[slate])
-                obs, reward, terminated, truncated, info = env.step(scores_from_order(np.concatenate([slate, np.setdiff1d(np.arange(len(beta_logits)), slate)]), len(beta_logits)))
-                rewards.append(float(reward))
-                slot_clicks.append(info["clicks"].astype(np.float32))
-                done = terminated or truncated
-                steps += 1
-            # Each shown item's return: its own click (plus its share of any diversity reward) now,
-            # and the discounted return of the rest of the session.
-            session = _discounted(rewards, settings.gamma)
-            future = np.append(session[1:], 0.0)
-            clicks = np.stack(slot_clicks)
-            extra = (np.asarray(rewards) - clicks.sum(1)) / slate_size
-            returns.append(clicks + extra[:, None] + settings.gamma * future[:, None])
-            session_returns.append(sum(rewards))
-            episode += 1
+        observations, slates, returns, session_returns = _log_sessions(env, policy, settings, slate_size, rng)
+        steps += len(observations)
         batch = to_tensors(observations)
         slate_t = torch.from_numpy(np.stack(slates))
-        beta_t = torch.from_numpy(np.stack(behaviour)).float()
         return_t = torch.from_numpy(np.concatenate(returns)).float()
-        # Baseline per slot: position bias makes a click in slot 0 more likely than in slot 9, so
-        # each item is compared with other items shown in the same slot.
-        advantage = return_t - return_t.mean(0, keepdim=True)
+        # Each item's advantage is its return minus the slate's mean return (so the session's shared
+        # future return cancels) and minus the slot's mean offset (position bias makes a click in
+        # slot 0 likelier than in slot 9). A shared term would not cancel in expectation: under the
+        # pi/beta and lambda_K weights the low-probability items of a slate weigh up to K^2 times
+        # more than the top ones, so a positive shared return would flatten the policy.
+        slot_offset = return_t.mean(0, keepdim=True) - return_t.mean()
+        advantage = return_t - slot_offset
+        advantage = advantage - advantage.mean(1, keepdim=True)
         advantage = advantage / (advantage.std() + 1e-6)
         for _ in range(settings.epochs_per_batch):
             logits, _ = policy(batch)
             log_pi = torch.log_softmax(logits, dim=1).gather(1, slate_t)
             pi = log_pi.exp().detach()
-            weight = torch.clamp(pi / beta_t, max=settings.weight_cap)
+            # beta(a|s) from the behaviour head; its own loss is the log-likelihood of the logged
+            # slates (Plackett-Luce, sampled without replacement).
+            behaviour_logits = policy.behaviour_logits(batch)
+            beta = torch.softmax(behaviour_logits, dim=1).gather(1, slate_t).detach()
+            behaviour_loss = -plackett_luce_log_prob(behaviour_logits, slate_t).mean()
+            weight = torch.clamp(pi / beta.clamp(min=1e-8), max=settings.weight_cap)
             lambda_k = slate_size * (1.0 - pi).pow(slate_size - 1)
-            loss = -(weight * lambda_k * advantage * log_pi).sum(1).mean()
+            policy_loss = -(weight * lambda_k * advantage * log_pi).sum(1).mean()
             optimizer.zero_grad()
-            loss.backward()
+            (policy_loss + behaviour_loss).backward()
             nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             optimizer.step()
-        row = {"charts/episodic_return": float(np.mean(session_returns)), "losses/policy_loss": float(loss), "reinforce/importance_weight_mean": float(weight.mean())}
+        row = {
+            "charts/episodic_return": float(np.mean(session_returns)),
+            "losses/policy_loss": float(policy_loss.detach()),
+            "losses/behaviour_loss": float(behaviour_loss.detach()),
+            "reinforce/importance_weight_mean": float(weight.mean()),
+            "reinforce/lambda_k_mean": float(lambda_k.mean()),
+        }
         history.append({"global_step": steps, **row})
         if log is not None:
             log(steps, row)
     env.close()
     return TrainResult(policy.eval(), history, time.perf_counter() - start)
+
+
+def _log_sessions(env: RecommendationSessionEnv, policy: RerankPolicy, settings: RerankerSettings, slate_size: int, rng: np.random.Generator) -> tuple[list[dict[str, np.ndarray]], list[np.ndarray], list[np.ndarray], list[float]]:
+    """Play ``sessions_per_iteration`` sessions under the logging policy; return observations, slates, per-item returns and session returns."""
+    observations: list[dict[str, np.ndarray]] = []
+    slates: list[np.ndarray] = []
+    returns: list[np.ndarray] = []
+    session_returns: list[float] = []
+    for _ in range(settings.sessions_per_iteration):
+        obs, _ = env.reset(seed=int(rng.integers(2**31)))
+        rewards: list[float] = []
+        slot_clicks: list[np.ndarray] = []
+        done = False
+        while not done:
+            if settings.behaviour == "base":
+                logging_logits = np.where(obs["available"] > 0.5, obs["base_scores"] / settings.behaviour_temperature, UNAVAILABLE_LOGIT)
+            else:
+                with torch.no_grad():
+                    logging_logits = policy(to_tensors([obs]))[0][0].numpy().astype(np.float64)
+            slate = sample_slate(logging_logits, slate_size, rng)
+            observations.append(obs)
+            slates.append(slate)
+            count = len(logging_logits)
+            obs, reward, terminated, truncated, info = env.step(scores_from_order(np.concatenate([slate, np.setdiff1d(np.arange(count), slate)]), count))
+            rewards.append(float(reward))
+            slot_clicks.append(info["clicks"].astype(np.float32))
+            done = terminated or truncated
+        # Each shown item's return: its own click (plus its share of any diversity reward) now,
+        # and the discounted return of the rest of the session.
+        session = _discounted(rewards, settings.gamma)
+        future = np.append(session[1:], 0.0)
+        clicks = np.stack(slot_clicks)
+        extra = (np.asarray(rewards) - clicks.sum(1)) / slate_size
+        returns.append(clicks + extra[:, None] + settings.gamma * future[:, None])
+        session_returns.append(sum(rewards))
+    return observations, slates, returns, session_returns
 
 
 def train_ppo(make_env: Callable[[], RecommendationSessionEnv], settings: RerankerSettings, total_steps: int, seed: int, log: Callable[[int, dict[str, float]], None] | None = None, num_envs: int = 8, rollout_steps: int = 16) -> TrainResult:

@@ -32,11 +32,12 @@ class PreferenceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    factors: int = Field(16, ge=1)
-    negatives: int = Field(4, ge=1, description="Random unseen items per training interaction.")
-    epochs: int = Field(30, ge=1)
-    learning_rate: float = Field(0.02, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    factors: int = Field(32, ge=1)
+    negatives: int = Field(4, ge=1, description="Random items per training interaction.")
+    epochs: int = Field(20, ge=1, description="Passes over the training interactions.")
+    batch_size: int = Field(4096, ge=1, description="Training interactions per Adam step (each with its negatives).")
+    learning_rate: float = Field(0.01, gt=0)
+    weight_decay: float = Field(1e-3, ge=0, description="L2 penalty on the user and item factors of each batch.")
 
 
 def user_profiles(histories: Sequence[np.ndarray], embeddings: np.ndarray) -> np.ndarray:
@@ -67,12 +68,16 @@ class PreferenceModel:
 
     @classmethod
     def fit(cls, user: np.ndarray, item: np.ndarray, num_users: int, num_items: int, histories: Sequence[np.ndarray], embeddings: np.ndarray, settings: PreferenceSettings, seed: int = 0) -> "PreferenceModel":
-        """Fit on training interactions (positives) against random items (negatives) with binary cross-entropy."""
+        """Fit on training interactions (positives) against random items (negatives) with binary cross-entropy.
+
+        Mini-batch Adam over shuffled interactions: a few full-batch steps leave the factors near
+        their initialisation, and the model then ranks candidates by popularity and text alone.
+        """
         generator = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
         profiles = user_profiles(histories, embeddings)
-        users = torch.nn.Parameter(0.01 * torch.randn(num_users, settings.factors, generator=generator))
-        items = torch.nn.Parameter(0.01 * torch.randn(num_items, settings.factors, generator=generator))
+        users = torch.nn.Parameter(0.1 * torch.randn(num_users, settings.factors, generator=generator))
+        items = torch.nn.Parameter(0.1 * torch.randn(num_items, settings.factors, generator=generator))
         item_bias = torch.nn.Parameter(torch.zeros(num_items))
         bias = torch.nn.Parameter(torch.zeros(()))
         text_weight = torch.nn.Parameter(torch.ones(()))
@@ -83,19 +88,23 @@ class PreferenceModel:
         positive_u = torch.from_numpy(user)
         positive_i = torch.from_numpy(item)
         for _ in range(settings.epochs):
-            negative_u = positive_u.repeat(settings.negatives)
-            # Limitation: negatives are uniform over the catalogue and may hit an item the user consumed.
-            negative_i = torch.from_numpy(rng.integers(0, num_items, size=len(negative_u)))
-            all_u = torch.cat([positive_u, negative_u])
-            all_i = torch.cat([positive_i, negative_i])
-            labels = torch.cat([torch.ones(len(positive_u)), torch.zeros(len(negative_u))])
-            text = affinity[all_u, all_i]
-            logits = bias + item_bias[all_i] + (users[all_u] * items[all_i]).sum(1) + text_weight * text
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
-            loss = loss + settings.weight_decay * (users.pow(2).sum() + items.pow(2).sum()) / len(positive_u)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            permutation = torch.from_numpy(rng.permutation(len(positive_u)))
+            for start in range(0, len(permutation), settings.batch_size):
+                batch = permutation[start : start + settings.batch_size]
+                batch_u = positive_u[batch]
+                negative_u = batch_u.repeat(settings.negatives)
+                # Limitation: negatives are uniform over the catalogue and may hit an item the user consumed.
+                negative_i = torch.from_numpy(rng.integers(0, num_items, size=len(negative_u)))
+                all_u = torch.cat([batch_u, negative_u])
+                all_i = torch.cat([positive_i[batch], negative_i])
+                labels = torch.cat([torch.ones(len(batch_u)), torch.zeros(len(negative_u))])
+                text = affinity[all_u, all_i]
+                logits = bias + item_bias[all_i] + (users[all_u] * items[all_i]).sum(1) + text_weight * text
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+                loss = loss + settings.weight_decay * (users[all_u].pow(2).sum(1).mean() + items[all_i].pow(2).sum(1).mean())
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
         return cls(users.detach().numpy(), items.detach().numpy(), item_bias.detach().numpy(), bias.item(), text_weight.item(), profiles, embeddings)
 
     def auc(self, users: np.ndarray, positives: np.ndarray, histories: Sequence[np.ndarray], num_items: int, seed: int = 0, negatives: int = 100) -> float:
@@ -139,14 +148,15 @@ class SimulatorSettings(BaseModel):
     slate_size: int = Field(10, ge=1)
     history_length: int = Field(10, ge=1)
     max_session_steps: int = Field(20, ge=1)
-    click_offset: float = Field(-1.0, description="Added to the preference logit before the sigmoid; sets the overall click rate.")
+    preference_scale: float = Field(3.0, gt=0, description="Multiplies the preference logit before the sigmoid (inverse temperature): higher makes relevance matter more.")
+    click_offset: float = Field(-7.0, description="Added to the scaled preference logit before the sigmoid; sets the overall click rate.")
     position_bias: float = Field(1.0, ge=0, description="Examination probability at 0-based slot k is 1/log2(k+2)**position_bias.")
-    repeat_decay: float = Field(0.5, ge=0, le=1, description="Click probability factor per earlier showing of the same item in the session.")
-    clicked_repeat_decay: float = Field(0.1, ge=0, le=1, description="Extra factor for an item the user already clicked in the session.")
+    repeat_decay: float = Field(0.8, ge=0, le=1, description="Click probability factor per earlier showing of the same (unclicked) item in the session.")
     similarity_threshold: float = Field(0.6, ge=-1, lt=1, description="Cosine similarity to a clicked item above which fatigue sets in.")
     similarity_penalty: float = Field(0.7, ge=0, le=1, description="Largest click-probability cut for an item nearly identical to a clicked one.")
     leave_probability: float = Field(0.05, ge=0, le=1, description="Chance to leave after a step with a click.")
-    leave_if_unsatisfied: float = Field(0.3, ge=0, le=1, description="Chance to leave after a step without clicks.")
+    leave_if_unsatisfied: float = Field(0.2, ge=0, le=1, description="Chance to leave after the first step without clicks.")
+    unsatisfied_leave_step: float = Field(0.1, ge=0, le=1, description="Added to the leave chance for each further consecutive step without clicks.")
     diversity_weight: float = Field(0.0, ge=0, description="Reward per unit of the slate's intra-list distance.")
 
 
@@ -191,26 +201,39 @@ class RecommendationSessionEnv(gym.Env):
     - ``base_scores`` Box(-10, 10, (N,)): the base model's scores of the candidates, standardised
       per user (z-scores, clipped to +-10).
     - ``shown_count`` Box(0, max_session_steps, (N,)): how often each candidate was shown so far.
+    - ``available`` Box(0, 1, (N,)): 1 for a candidate that may still be shown, 0 for one the user
+      already clicked in this session.
 
     ## Action space
 
-    Box(-1, 1, (N,)): one score per candidate. The K highest-scoring candidates are shown, best
-    first (equal scores keep candidate order).
+    Box(-1, 1, (N,)): one score per candidate. The K highest-scoring available candidates are
+    shown, best first (equal scores keep candidate order). Items clicked earlier in the session are
+    filtered out for every policy, as production recommenders filter consumed items, so no ranking
+    can earn a click by showing the same item again.
 
     ## Rewards
 
     The number of clicks on the slate, plus ``diversity_weight`` times the slate's intra-list
     distance (mean pairwise cosine distance of the shown items' text embeddings). The click
     probability of the item in 0-based slot k is
-    ``sigmoid(preference logit + click_offset) / log2(k+2)**position_bias``, times
-    ``repeat_decay**times_shown``, times ``clicked_repeat_decay`` for an item already clicked, times
-    a similarity cut that grows linearly from 0 at ``similarity_threshold`` to
-    ``similarity_penalty`` at cosine 1 to the closest clicked item.
+    ``sigmoid(preference_scale * preference logit + click_offset) / log2(k+2)**position_bias``, times
+    ``repeat_decay**times_shown`` (an item the user examined and skipped is weaker evidence of
+    interest each time it comes back), times a similarity cut that grows linearly from 0 at
+    ``similarity_threshold`` to ``similarity_penalty`` at cosine 1 to the closest clicked item
+    (near-duplicates of what the user just watched).
+
+    The defaults keep relevance dominant. With ``preference_scale`` 3 and ``click_offset`` -7 the
+    first slate of the base ranking on ml-latest-small gets 2.8 times the CTR of a random order of
+    the same 100 candidates, near the 2.2 to 2.6 ratio of held-out hits of the two rankings.
+    ``repeat_decay`` 0.8 still leaves an item shown five times a third of its first-showing
+    probability.
 
     ## Episode end
 
-    Terminated when the user leaves: after each step with probability ``leave_probability``, or
-    ``leave_if_unsatisfied`` when the slate got no click. Truncated after ``max_session_steps``.
+    Terminated when the user leaves: after a step with a click with probability
+    ``leave_probability``; after the m-th consecutive step without a click with probability
+    ``leave_if_unsatisfied + (m - 1) * unsatisfied_leave_step`` (capped at 1); or when fewer than K
+    unclicked candidates are left, so every slate has exactly K items. Truncated after ``max_session_steps``.
 
     ## Info
 
@@ -240,6 +263,7 @@ class RecommendationSessionEnv(gym.Env):
                 "candidates": spaces.Box(-1.0, 1.0, (num_candidates, dim), np.float32),
                 "base_scores": spaces.Box(-Z_LIMIT, Z_LIMIT, (num_candidates,), np.float32),
                 "shown_count": spaces.Box(0.0, float(self.settings.max_session_steps), (num_candidates,), np.float32),
+                "available": spaces.Box(0.0, 1.0, (num_candidates,), np.float32),
             }
         )
         self.action_space = spaces.Box(-1.0, 1.0, (num_candidates,), np.float32)
@@ -262,6 +286,7 @@ class RecommendationSessionEnv(gym.Env):
             "candidates": np.clip(world.embeddings[self._candidates], -1.0, 1.0).astype(np.float32),
             "base_scores": self._base_scores.copy(),
             "shown_count": np.minimum(self._shown, self.settings.max_session_steps).astype(np.float32),
+            "available": (~self._clicked).astype(np.float32),
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -273,12 +298,13 @@ class RecommendationSessionEnv(gym.Env):
             self._user = int(world.users[int(self.np_random.integers(len(world.users)))])
         self._candidates = world.candidates[self._user]
         self._base_scores = np.clip(standardise(world.base_scores[self._user].astype(np.float32)), -Z_LIMIT, Z_LIMIT)
-        self._logits = world.preference.logits(self._user, self._candidates) + self.settings.click_offset
+        self._logits = self.settings.preference_scale * world.preference.logits(self._user, self._candidates) + self.settings.click_offset
         self._history: list[int] = [int(item) for item in world.histories[self._user][-self.settings.history_length :]]
         self._shown = np.zeros(len(self._candidates), dtype=np.float32)
         self._clicked = np.zeros(len(self._candidates), dtype=bool)
         self._clicked_vectors: list[np.ndarray] = []
         self._steps = 0
+        self._misses = 0
         self._session_clicks = 0
         self._session_shown = 0
         return self._observation(), {"user": self._user}
@@ -290,7 +316,6 @@ class RecommendationSessionEnv(gym.Env):
         examine = 1.0 / np.log2(slots + 2.0) ** settings.position_bias
         prefer = 1.0 / (1.0 + np.exp(-self._logits[slate]))
         fatigue = settings.repeat_decay ** self._shown[slate]
-        fatigue = fatigue * np.where(self._clicked[slate], settings.clicked_repeat_decay, 1.0)
         if self._clicked_vectors:
             vectors = self.world.embeddings[self._candidates[slate]]
             closest = (vectors @ np.stack(self._clicked_vectors).T).max(1)
@@ -301,8 +326,10 @@ class RecommendationSessionEnv(gym.Env):
     def step(self, action: np.ndarray) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         settings = self.settings
         scores = np.asarray(action, dtype=np.float64).reshape(-1)
-        # Stable descending sort: equal scores keep candidate (base-model) order.
-        slate = np.argsort(-scores, kind="stable")[: settings.slate_size]
+        # Stable descending sort over the available candidates: equal scores keep candidate
+        # (base-model) order, and clicked items never come back.
+        order = np.argsort(-scores, kind="stable")
+        slate = order[~self._clicked[order]][: settings.slate_size]
         probabilities = self.click_probabilities(slate)
         clicks = self.np_random.random(len(slate)) < probabilities
         reward = float(clicks.sum())
@@ -319,8 +346,12 @@ class RecommendationSessionEnv(gym.Env):
         self._steps += 1
         self._session_clicks += int(clicks.sum())
         self._session_shown += len(slate)
-        leave = settings.leave_probability if clicks.any() else settings.leave_if_unsatisfied
-        terminated = bool(self.np_random.random() < leave)
+        self._misses = 0 if clicks.any() else self._misses + 1
+        if self._misses == 0:
+            leave = settings.leave_probability
+        else:
+            leave = min(1.0, settings.leave_if_unsatisfied + (self._misses - 1) * settings.unsatisfied_leave_step)
+        terminated = bool(self.np_random.random() < leave) or int((~self._clicked).sum()) < settings.slate_size
         truncated = (not terminated) and self._steps >= settings.max_session_steps
         info: dict[str, Any] = {"clicks": clicks.astype(np.int64), "slate": self._candidates[slate].copy(), "user": self._user, "shown": len(slate)}
         if terminated or truncated:

@@ -29,13 +29,17 @@ def test_smoke_run_writes_run_folder(tmp_path):
         assert (run / "checkpoints" / f"{stem}.safetensors").is_file(), stem
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["domain"] == "recommendation"
-    assert summary["agent"] == "ppo"
+    assert summary["agent"] == "reinforce_topk"
     assert set(summary["metrics"]) == RANKER_METRICS
-    assert set(summary["baselines"]) == {"base", "random", "text_similarity", "reinforce_topk"}
+    assert set(summary["baselines"]) == {"base", "random", "text_similarity", "ppo"}
     for baseline in summary["baselines"].values():
         assert set(baseline["metrics"]) == RANKER_METRICS
     assert summary["users_evaluated"] == 60
-    assert 0.5 < summary["simulator_validation"]["preference_heldout_auc"] <= 1.0
+    validation = summary["simulator_validation"]
+    assert 0.5 < validation["preference_heldout_auc"] <= 1.0
+    assert validation["sim_return_base"] == summary["baselines"]["base"]["metrics"]["sim_return_mean"]
+    assert len(validation["sim_return_random_ci95"]) == 2
+    assert isinstance(validation["base_beats_random"], bool)
     assert set(summary["recbole_metrics"]) == {"bpr", "sasrec"}
     assert "ndcg@10" in summary["recbole_metrics"]["bpr"]["test"]
     report = (run / "report.md").read_text()

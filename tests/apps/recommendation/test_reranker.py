@@ -31,3 +31,54 @@ def test_untrained_policy_ranks_like_base(world):
     order = np.argsort(-logits[0].detach().numpy(), kind="stable")
     assert order.tolist() == np.argsort(-obs["base_scores"], kind="stable").tolist()
     assert value.shape == (1,)
+
+
+def test_clicked_candidates_get_no_probability(world):
+    env = RecommendationSessionEnv(world)
+    obs, _ = env.reset(seed=0)
+    obs["available"][[0, 3]] = 0.0
+    policy = RerankPolicy(world.embeddings.shape[1], 16)
+    logits, _ = policy(to_tensors([obs]))
+    probabilities = torch.softmax(logits, dim=1)[0]
+    probabilities = probabilities.detach()
+    assert float(probabilities[0]) == 0.0
+    assert float(probabilities[3]) == 0.0
+    assert float(probabilities.sum()) == pytest.approx(1.0)
+    # Entropy stays finite (0 * log 0 must not turn into NaN).
+    entropy = -(torch.softmax(logits, 1) * torch.log_softmax(logits, 1)).sum().detach()
+    assert torch.isfinite(entropy)
+
+
+def test_behaviour_head_learns_logging_policy(world):
+    # Slates logged from softmax(2 * base z-score): the behaviour head must put most of its mass
+    # where the logger does, far from the uniform start.
+    env = RecommendationSessionEnv(world, {"slate_size": 5})
+    rng = np.random.default_rng(0)
+    observations, slates = [], []
+    for episode in range(150):
+        obs, _ = env.reset(seed=episode)
+        observations.append(obs)
+        slates.append(sample_slate(2.0 * obs["base_scores"], 5, rng))
+    batch = to_tensors(observations)
+    slate_t = torch.from_numpy(np.stack(slates))
+    torch.manual_seed(0)
+    policy = RerankPolicy(world.embeddings.shape[1], 16)
+    optimizer = torch.optim.Adam(policy.behaviour.parameters(), lr=0.01)
+    # One thread: these tensors are tiny, and on a loaded machine two threads made it 25x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(100):
+            loss = -plackett_luce_log_prob(policy.behaviour_logits(batch), slate_t).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    target = torch.softmax(2.0 * batch["base_scores"], dim=1)
+    estimate = torch.softmax(policy.behaviour_logits(batch), dim=1).detach()
+    uniform = torch.full_like(target, 1.0 / target.shape[1])
+    kl_estimate = float((target * (target / estimate).log()).sum(1).mean())
+    kl_uniform = float((target * (target / uniform).log()).sum(1).mean())
+    # Measured: KL 0.021 against 1.49 for the uniform start.
+    assert kl_estimate < 0.1 * kl_uniform
