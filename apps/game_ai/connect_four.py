@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from shared.checkpoints import load_checkpoint, save_checkpoint
+from shared.checkpoints import flatten_state, load_checkpoint, save_checkpoint
 from shared.errors import CheckpointError
 from shared.networks import MLP, layer_init
 
@@ -129,6 +129,9 @@ LINES = _lines_of_four()
 _INCIDENCE = torch.zeros(LINES.size, ROWS * COLUMNS)
 _INCIDENCE[torch.arange(LINES.size), torch.as_tensor(LINES.reshape(-1))] = 1.0
 TACTICAL_CHANNELS = 5
+SAFETY_CHANNELS = 9
+# Input channels of each ``features`` choice of :class:`ConnectFourNet`.
+FEATURE_CHANNELS = {"raw": 2, "tactical": TACTICAL_CHANNELS, "tactical_safety": SAFETY_CHANNELS}
 
 
 def tactical_planes(planes: torch.Tensor) -> torch.Tensor:
@@ -161,6 +164,27 @@ def tactical_planes(planes: torch.Tensor) -> torch.Tensor:
     return torch.stack(stacked, dim=1)
 
 
+def safety_planes(planes: torch.Tensor) -> torch.Tensor:
+    """Add four one-move consequences to :func:`tactical_planes` and return ``(B, 9, 6, 7)``.
+
+    The extra channels mark playable cells (the next token of a column) where a token:
+    5 completes four for the player to move (a win now), 6 completes four for the opponent (a
+    block now), 7 lies under a cell that completes four for the opponent (it hands the opponent a
+    win on the next move), and 8 lies under a cell that completes four for the player to move (the
+    opponent can then block that threat). They are read off the board like the other channels,
+    without search. As per-cell flags a linear layer can map them to column preferences.
+    """
+    tactical = tactical_planes(planes)
+    playable, own_completes, opponent_completes = tactical[:, 2], tactical[:, 3], tactical[:, 4]
+    # Row 0 is the top row, so the cell above (r, c) is (r - 1, c); the top row has nothing above.
+    opponent_above = torch.zeros_like(playable)
+    opponent_above[:, 1:] = opponent_completes[:, :-1]
+    own_above = torch.zeros_like(playable)
+    own_above[:, 1:] = own_completes[:, :-1]
+    extra = [playable * own_completes, playable * opponent_completes, playable * opponent_above, playable * own_above]
+    return torch.cat([tactical, torch.stack(extra, dim=1)], dim=1)
+
+
 def pettingzoo_planes(observation: np.ndarray) -> np.ndarray:
     """Turn PettingZoo's ``(6, 7, 2)`` observation into the ``(2, 6, 7)`` float32 planes used here."""
     array = np.asarray(observation)
@@ -186,23 +210,24 @@ def masked_log_probs_and_entropy(logits: torch.Tensor, legal: torch.Tensor) -> t
 class ConnectFourNet(nn.Module):
     """Separate actor and critic over the board; the actor emits 7 logits, the critic one value.
 
-    ``features="tactical"`` feeds :func:`tactical_planes` (5 channels), ``"raw"`` only the 2 token
-    planes. ``torso="mlp"`` flattens them into MLPs. ``torso="conv"`` first applies a 4x4
-    convolution without padding: every line of four cells lies inside one 4x4 window, so its filters
-    can see any line, and MLP heads read the ``channels x 3 x 4`` feature map.
+    ``features="tactical"`` feeds :func:`tactical_planes` (5 channels), ``"tactical_safety"``
+    :func:`safety_planes` (9 channels), ``"raw"`` only the 2 token planes. ``torso="mlp"``
+    flattens them into MLPs. ``torso="conv"`` first applies a 4x4 convolution without padding:
+    every line of four cells lies inside one 4x4 window, so its filters can see any line, and MLP
+    heads read the ``channels x 3 x 4`` feature map.
     """
 
     def __init__(self, hidden_sizes: tuple[int, ...] = (256, 256), torso: str = "mlp", channels: int = 64, features: str = "tactical"):
         super().__init__()
         if torso not in ("mlp", "conv"):
             raise ValueError(f"unknown torso {torso!r}; allowed: mlp, conv")
-        if features not in ("tactical", "raw"):
-            raise ValueError(f"unknown features {features!r}; allowed: tactical, raw")
+        if features not in FEATURE_CHANNELS:
+            raise ValueError(f"unknown features {features!r}; allowed: {', '.join(FEATURE_CHANNELS)}")
         self.hidden_sizes = tuple(int(size) for size in hidden_sizes)
         self.torso = torso
         self.channels = channels
         self.features = features
-        in_channels = TACTICAL_CHANNELS if features == "tactical" else 2
+        in_channels = FEATURE_CHANNELS[features]
         in_dim = in_channels * ROWS * COLUMNS
         if torso == "conv":
             self.actor_conv = nn.Sequential(layer_init(nn.Conv2d(in_channels, channels, 4)), nn.ReLU(), nn.Flatten())
@@ -216,7 +241,12 @@ class ConnectFourNet(nn.Module):
         return {"hidden_sizes": list(self.hidden_sizes), "torso": self.torso, "channels": self.channels, "features": self.features}
 
     def forward(self, planes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        planes = tactical_planes(planes) if self.features == "tactical" else planes.float()
+        if self.features == "tactical":
+            planes = tactical_planes(planes)
+        elif self.features == "tactical_safety":
+            planes = safety_planes(planes)
+        else:
+            planes = planes.float()
         if self.torso == "conv":
             return self.actor(self.actor_conv(planes)), self.critic(self.critic_conv(planes)).squeeze(-1)
         flat = planes.reshape(planes.shape[0], -1)
@@ -258,12 +288,20 @@ class PolicyPlayer:
 
 
 CHECKPOINT_KIND = "connect_four_selfplay"
+# Tensors of a resumable checkpoint's run state (optimiser, pool, games, RNGs) are stored under this prefix.
+RUN_STATE_PREFIX = "run"
 
 
-def save_policy(stem: Path, net: ConnectFourNet, metadata: dict[str, Any]) -> Path:
-    """Save the actor-critic's weights with the metadata that :func:`load_policy` checks."""
+def save_policy(stem: Path, net: ConnectFourNet, metadata: dict[str, Any], run_state: dict[str, Any] | None = None) -> Path:
+    """Save the actor-critic's weights with the metadata that :func:`load_policy` checks.
+
+    With ``run_state`` the file also contains what ``--resume`` needs: its tensors go under the
+    ``run/`` prefix beside the weights, the rest into the JSON as ``state``, and ``resumable`` is true.
+    """
     tensors = {key: value.detach().clone() for key, value in net.state_dict().items()}
-    document = {"kind": CHECKPOINT_KIND, "env_id": GAME_ID, **net.describe(), **metadata}
+    document = {"kind": CHECKPOINT_KIND, "env_id": GAME_ID, **net.describe(), **metadata, "resumable": run_state is not None}
+    if run_state is not None:
+        document["state"] = flatten_state(run_state, RUN_STATE_PREFIX, tensors)
     return save_checkpoint(stem, tensors, document)
 
 
@@ -278,7 +316,7 @@ def load_policy(stem: Path | str) -> tuple[ConnectFourNet, dict[str, Any]]:
         )
     try:
         net = ConnectFourNet(tuple(metadata["hidden_sizes"]), str(metadata["torso"]), int(metadata["channels"]), str(metadata["features"]))
-        net.load_state_dict(tensors)
+        net.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(RUN_STATE_PREFIX + "/")})
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{where}: metadata: missing or invalid network description ({error})") from None
     except RuntimeError as error:

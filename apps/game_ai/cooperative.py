@@ -19,6 +19,7 @@ import math
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import gymnasium
@@ -30,7 +31,7 @@ from torch import nn
 
 from shared.agents.ppo import ppo_loss
 from shared.buffers import compute_gae
-from shared.checkpoints import load_checkpoint, save_checkpoint
+from shared.checkpoints import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from shared.errors import CheckpointError, ScenarioError, located
 from shared.kinds import EvalOptions, Perturbation, RunOptions, ScenarioKind
 from shared.logging import MetricLogger
@@ -39,7 +40,7 @@ from shared.registry import register_kind, unknown_choice
 from shared.report import write_report
 from shared.rundir import metrics_summary
 from shared.stats import aggregate
-from shared.training import seed_everything
+from shared.training import rng_state, seed_everything, set_rng_state
 
 if TYPE_CHECKING:
     from shared.rundir import RunDir
@@ -268,6 +269,13 @@ class SlotCollector:
                 self._reset(index)
         return {"rewards": rewards, "ended": ended, "valid": valid}
 
+    def restart(self, episodes_started: int) -> None:
+        """Reset every env with the seeds that follow ``episodes_started`` episodes, dropping the episodes in progress."""
+        self.episodes_started = int(episodes_started)
+        self.finished.clear()
+        for index in range(len(self.envs)):
+            self._reset(index)
+
     def close(self) -> None:
         for env in self.envs:
             env.close()
@@ -410,6 +418,28 @@ class SharedPPOTrainer:
         tags["charts/learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
         return tags
 
+    def run_state(self) -> dict[str, Any]:
+        """Return what ``--resume`` needs beyond the weights: optimiser, counters, episode seeds and RNG states."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "counters": {"global_step": self.global_step, "updates": self.updates, "episodes_started": self.collector.episodes_started},
+            "rng": {"generator": self.generator.get_state(), "global": rng_state()},
+        }
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`run_state` and restart the envs with the episode seeds that come next.
+
+        Limitation: pistonball's physics state is not captured, so the episodes in progress at the
+        checkpoint restart from a reset and a resumed run is not bit-identical to an uninterrupted one.
+        """
+        self.optimizer.load_state_dict(state["optimizer"])
+        counters = state["counters"]
+        self.global_step = int(counters["global_step"])
+        self.updates = int(counters["updates"])
+        self.generator.set_state(state["rng"]["generator"])
+        set_rng_state(state["rng"]["global"])
+        self.collector.restart(int(counters["episodes_started"]))
+
     def drain_episode_stats(self) -> dict[str, float]:
         finished = self.collector.finished
         if not finished:
@@ -453,12 +483,20 @@ def run_episodes(make_env: Callable[[], ParallelEnv], act: Callable[[np.ndarray,
 
 
 CHECKPOINT_KIND = "cooperative_ppo"
+# Tensors of a resumable checkpoint's run state (optimiser, RNGs) are stored under this prefix.
+RUN_STATE_PREFIX = "run"
 
 
-def save_shared_policy(stem: Any, net: SharedActorCritic, env_id: str, metadata: dict[str, Any]) -> Any:
-    """Save the shared actor-critic with the architecture fields that :func:`load_shared_policy` checks."""
+def save_shared_policy(stem: Any, net: SharedActorCritic, env_id: str, metadata: dict[str, Any], run_state: dict[str, Any] | None = None) -> Any:
+    """Save the shared actor-critic with the architecture fields that :func:`load_shared_policy` checks.
+
+    With ``run_state`` the file also contains what ``--resume`` needs, its tensors under the ``run/`` prefix.
+    """
     tensors = {key: value.detach().clone() for key, value in net.state_dict().items()}
-    return save_checkpoint(stem, tensors, {"kind": CHECKPOINT_KIND, "env_id": env_id, **net.describe(), **metadata})
+    document = {"kind": CHECKPOINT_KIND, "env_id": env_id, **net.describe(), **metadata, "resumable": run_state is not None}
+    if run_state is not None:
+        document["state"] = flatten_state(run_state, RUN_STATE_PREFIX, tensors)
+    return save_checkpoint(stem, tensors, document)
 
 
 def load_shared_policy(stem: Any, env_id: str, expected: dict[str, Any]) -> SharedActorCritic:
@@ -471,7 +509,7 @@ def load_shared_policy(stem: Any, env_id: str, expected: dict[str, Any]) -> Shar
             raise CheckpointError(f"{stem}: {key}: the checkpoint has {metadata.get(key)!r}, the scenario needs {value!r}")
     net = SharedActorCritic(int(metadata["observation_size"]), int(metadata["num_actions"]), int(metadata["num_slots"]), tuple(metadata["hidden_sizes"]), bool(metadata["agent_id_input"]))
     try:
-        net.load_state_dict(tensors)
+        net.load_state_dict({key: value for key, value in tensors.items() if not key.startswith(RUN_STATE_PREFIX + "/")})
     except RuntimeError as error:
         raise CheckpointError(f"{stem}: state: weights do not fit the network ({str(error).splitlines()[0]})") from None
     return net.eval()
@@ -518,14 +556,14 @@ class CooperativePPOKind(ScenarioKind):
     def run(self, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions) -> dict[str, Any]:
         scenario = loaded.scenario
         settings: CooperativeSettings = loaded.settings
-        if options.resume:
-            # Limitation: the optimiser state and the games in progress are not checkpointed, so a run cannot resume.
-            raise ScenarioError(located(str(loaded.source), "--resume", f"kind {self.name!r} cannot resume a run; start a new one"))
         seed = options.seed if options.seed is not None else scenario.seed
         seed_everything(seed)
         torch.set_num_threads(1)  # small MLPs: one thread avoids synchronisation costs
         total_steps = scenario.steps_for(options.budget) if scenario.train else 0
-        run_dir.write_scenario(loaded)
+        if options.resume and total_steps == 0:
+            raise ScenarioError(located(str(loaded.source), "--resume", "the scenario trains nothing (train: false or a zero budget); resume needs a budget"))
+        if not options.resume:
+            run_dir.write_scenario(loaded)
         started = time.perf_counter()
 
         make_env = self._env_maker(loaded)
@@ -539,11 +577,17 @@ class CooperativePPOKind(ScenarioKind):
                     raise ScenarioError(located(str(loaded.source), "checkpoint_path", "the scenario trains nothing (train: false or a zero budget), so it needs a checkpoint to evaluate"))
                 trainer.net = load_shared_policy(loaded.resolve_path(scenario.checkpoint_path), scenario.env.id, trainer.net.describe())
             else:
-                interrupted = self._train(trainer, loaded, run_dir, options)
+                resume_step = None
+                if options.resume:
+                    seed = self._resume(trainer, run_dir.checkpoints / "latest", loaded)
+                    resume_step = trainer.global_step
+                interrupted = self._train(trainer, loaded, run_dir, options, seed, resume_step)
         finally:
             collector.close()
 
-        latest = save_shared_policy(run_dir.checkpoints / "latest", trainer.net, scenario.env.id, {"scenario": scenario.name, "seed": seed, "global_step": trainer.global_step})
+        latest = self._save_latest(trainer, run_dir, loaded, seed) if total_steps > 0 else save_shared_policy(
+            run_dir.checkpoints / "latest", trainer.net, scenario.env.id, {"scenario": scenario.name, "seed": seed, "global_step": trainer.global_step}
+        )
         if interrupted:
             return {"interrupted": True, "global_step": trainer.global_step, "checkpoint": str(latest)}
         extra = {"budget": options.budget, "train_steps": trainer.global_step, "train_seconds": round(time.perf_counter() - started, 2), "checkpoint": str(latest)}
@@ -567,27 +611,58 @@ class CooperativePPOKind(ScenarioKind):
         run_dir.write_scenario(loaded)
         return self._evaluate_and_write(loaded, run_dir, net, scenario.seed, {"checkpoint": str(checkpoint)}, options.episodes, options.seeds, options.random_baseline)
 
-    def _train(self, trainer: SharedPPOTrainer, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions) -> bool:
+    @staticmethod
+    def _save_latest(trainer: SharedPPOTrainer, run_dir: "RunDir", loaded: "LoadedScenario", seed: int) -> Any:
+        """Write ``checkpoints/latest``: the shared policy plus the run state that ``--resume`` restores."""
+        scenario = loaded.scenario
+        env_id = scenario.env.id if scenario.env else ""
+        metadata = {"scenario": scenario.name, "seed": seed, "global_step": trainer.global_step, "updates": trainer.updates}
+        return save_shared_policy(run_dir.checkpoints / "latest", trainer.net, env_id, metadata, run_state=trainer.run_state())
+
+    @staticmethod
+    def _resume(trainer: SharedPPOTrainer, stem: Path, loaded: "LoadedScenario") -> int:
+        """Load a resumable ``latest`` checkpoint into ``trainer``; return the run's seed."""
+        where = f"{stem}.json"
+        if not stem.with_suffix(".json").exists():
+            raise CheckpointError(f"{where}: --resume: no latest checkpoint in this run folder")
+        assert loaded.scenario.env is not None
+        net = load_shared_policy(stem, loaded.scenario.env.id, trainer.net.describe())
+        tensors, metadata = load_checkpoint(stem)
+        if not metadata.get("resumable") or "state" not in metadata:
+            raise CheckpointError(f"{where}: resumable: this checkpoint contains weights only; resume needs a latest checkpoint written by training")
+        if metadata.get("scenario") != loaded.scenario.name:
+            raise CheckpointError(f"{where}: scenario: the checkpoint is from {metadata.get('scenario')!r}, not {loaded.scenario.name!r}")
+        try:
+            trainer.net.load_state_dict(net.state_dict())
+            trainer.load_run_state(unflatten_state(metadata["state"], tensors))
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{where}: state: the run state does not fit this scenario ({str(error).splitlines()[0]})") from None
+        logger.info("resumed from %s at global_step %d (episodes in progress restart)", stem, trainer.global_step)
+        return int(metadata.get("seed", loaded.scenario.seed))
+
+    def _train(self, trainer: SharedPPOTrainer, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions, seed: int, resume_step: int | None = None) -> bool:
         """Train with logging, checkpoints, a progress bar and Ctrl-C handling; return True if interrupted."""
         from shared.training import InterruptFlag, progress_bar
 
         scenario = loaded.scenario
-        metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard)
-        bar = progress_bar(trainer.total_steps, enabled=options.progress, desc="pistonball")
-        next_checkpoint = scenario.checkpoint.interval or None
+        metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard, resume_step=resume_step)
+        bar = progress_bar(trainer.total_steps, trainer.global_step, enabled=options.progress, desc="pistonball")
+        interval = scenario.checkpoint.interval
+        next_checkpoint = (trainer.global_step // interval + 1) * interval if interval else None
         started = time.perf_counter()
+        start_step = trainer.global_step
         try:
             with InterruptFlag() as interrupt:
                 while trainer.global_step < trainer.total_steps and not interrupt.requested:
                     before = trainer.global_step
                     tags = trainer.update(trainer.collect())
                     tags.update(trainer.drain_episode_stats())
-                    tags["charts/SPS"] = trainer.global_step / max(time.perf_counter() - started, 1e-9)
+                    tags["charts/SPS"] = (trainer.global_step - start_step) / max(time.perf_counter() - started, 1e-9)
                     if trainer.updates % scenario.logging.interval == 0:
                         metric_logger.log(trainer.global_step, tags)
                     if next_checkpoint is not None and trainer.global_step >= next_checkpoint:
-                        save_shared_policy(run_dir.checkpoints / "latest", trainer.net, scenario.env.id if scenario.env else "", {"scenario": scenario.name, "global_step": trainer.global_step})
-                        next_checkpoint += scenario.checkpoint.interval
+                        self._save_latest(trainer, run_dir, loaded, seed)
+                        next_checkpoint = (trainer.global_step // interval + 1) * interval
                     if bar is not None:
                         bar.update(trainer.global_step - before)
                         if "charts/episodic_return" in tags:

@@ -34,7 +34,7 @@ from pettingzoo import ParallelEnv
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.errors import ScenarioError, located
-from shared.kinds import EpisodeTracker, GymKind
+from shared.kinds import EpisodeTracker, GymKind, resolve_device
 from shared.registry import register_kind
 
 if TYPE_CHECKING:
@@ -223,9 +223,8 @@ class OpponentPool:
 
     All envs of one ``SyncVectorEnv`` share the pool, so one counter of learner steps decides when a
     new snapshot of the attached learner joins. Before a learner is attached the opponent is random.
-
-    Limitation: the pool is not part of checkpoints, so ``--resume`` restarts it from the resumed
-    learner's weights.
+    The learner built by :class:`PongSelfPlayKind` carries the pool (snapshots and step counter) in
+    its checkpoint state, so ``--resume`` continues with the same opponents.
     """
 
     def __init__(self, settings: PongSelfPlaySettings):
@@ -252,6 +251,15 @@ class OpponentPool:
         if self.learner is not None and self.steps % self.settings.snapshot_interval == 0:
             self.add_snapshot()
 
+    def state(self) -> dict[str, Any]:
+        """Return the step counter and the snapshots' weights, for a checkpoint."""
+        return {"steps": self.steps, "snapshots": list(self.snapshots)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`: the same snapshots in the same order, and the step counter."""
+        self.steps = int(state["steps"])
+        self.snapshots = [{name: {key: value.clone() for key, value in module.items()} for name, module in snapshot.items()} for snapshot in state["snapshots"]]
+
     def draw(self, rng: np.random.Generator) -> dict[str, dict[str, torch.Tensor]] | None:
         """Return the newest snapshot with ``latest_probability``, else a uniformly drawn one; None when empty."""
         if not self.snapshots:
@@ -268,6 +276,35 @@ class OpponentPool:
         for module in actor.modules().values():
             module.eval()
         return actor
+
+
+@lru_cache(maxsize=None)
+def pool_carrying(agent_class: type["Agent"]) -> type["Agent"]:
+    """Return a subclass of ``agent_class`` whose checkpoint state also contains its opponent pool.
+
+    The shared trainer saves ``extra_state()`` and restores it with ``load_extra_state()`` on
+    ``--resume``; the subclass adds the pool's snapshots and step counter there. The agent's name,
+    networks and config are unchanged, so its checkpoints load wherever the base agent's do.
+    """
+
+    class PoolCarryingAgent(agent_class):  # type: ignore[valid-type, misc]
+        opponent_pool: OpponentPool | None = None
+
+        def extra_state(self) -> dict[str, Any]:
+            state = super().extra_state()
+            if self.opponent_pool is not None:
+                state = {**state, "opponent_pool": self.opponent_pool.state()}
+            return state
+
+        def load_extra_state(self, state: dict[str, Any]) -> None:
+            state = dict(state)
+            pool_state = state.pop("opponent_pool", None)
+            super().load_extra_state(state)
+            if pool_state is not None and self.opponent_pool is not None:
+                self.opponent_pool.load_state(pool_state)
+
+    PoolCarryingAgent.__name__ = PoolCarryingAgent.__qualname__ = f"PoolCarrying{agent_class.__name__}"
+    return PoolCarryingAgent
 
 
 class PongSelfPlayEnv(gym.Env):
@@ -455,10 +492,24 @@ class PongSelfPlayKind(GymKind):
         return env
 
     def build_agent(self, loaded: "LoadedScenario", env: Any, total_steps: int, seed: int) -> "Agent":
-        agent = super().build_agent(loaded, env, total_steps, seed)
+        """Build the scenario's agent with its opponent pool in its checkpoint state, and attach the pool."""
+        from shared.agents import get_agent_class
+
+        scenario = loaded.scenario
+        agent_class = pool_carrying(get_agent_class(scenario.agent["name"], str(loaded.source)))
+        agent = agent_class(
+            getattr(env, "single_observation_space", env.observation_space),
+            getattr(env, "single_action_space", env.action_space),
+            loaded.agent_config,
+            num_envs=getattr(env, "num_envs", 1),
+            total_steps=total_steps,
+            seed=seed,
+            device=resolve_device(scenario.device),
+        )
         pool = self._pools.get(loaded)
         if pool is not None:
             pool.attach(agent)
+            agent.opponent_pool = pool
         return agent
 
     def episode_tracker(self, loaded: "LoadedScenario") -> EpisodeTracker:

@@ -10,6 +10,11 @@ learner's view one step is its move followed by the opponent's reply, so a game'
 when the learner's move wins, -1 when the reply wins and 0 for a draw.
 
 Illegal columns get logit -inf, so neither the learner nor any pool opponent can play one.
+
+Games against pool snapshots and scripted players also update an online Elo table (logged as
+``selfplay/elo`` with the random player at 1000). ``checkpoints/latest`` contains the learner's
+weights plus the run state: the optimiser, counters, pool snapshots, Elo table, games in progress
+and RNG states, so ``--resume`` continues a stopped run exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from apps.game_ai.connect_four import (
     COLUMNS,
     GAME_ID,
+    RUN_STATE_PREFIX,
     BatchPlayer,
     ConnectFourAgent,
     ConnectFourBatch,
@@ -44,16 +50,16 @@ from apps.game_ai.elo import EloLadder, GameRecord
 from apps.game_ai.heuristics import OneStepLookaheadPlayer, RandomPlayer
 from shared.agents.ppo import ppo_loss
 from shared.buffers import compute_gae
+from shared.checkpoints import flatten_state, load_checkpoint, unflatten_state
 from shared.errors import CheckpointError, ScenarioError, located
 from shared.kinds import EvalOptions, Perturbation, RunOptions, ScenarioKind
 from shared.logging import MetricLogger
 from shared.registry import register_kind, unknown_choice
 from shared.logging import read_jsonl
 from shared.report import plot_curve, write_report
-from shared.training import InterruptFlag, progress_bar
 from shared.rundir import metrics_summary
 from shared.stats import bootstrap_ci
-from shared.training import seed_everything
+from shared.training import InterruptFlag, progress_bar, rng_state, seed_everything, set_rng_state
 
 if TYPE_CHECKING:
     from shared.rundir import RunDir
@@ -65,6 +71,8 @@ logger = logging.getLogger("scenariolab.game_ai.selfplay")
 LATEST = -1
 RANDOM = -2
 HEURISTIC = -3
+# The learner's name in the online Elo table.
+LEARNER = "learner"
 
 
 class SelfPlaySettings(BaseModel):
@@ -87,7 +95,11 @@ class SelfPlaySettings(BaseModel):
     max_grad_norm: float = Field(0.5, gt=0)
     torso: Literal["mlp", "conv"] = Field("mlp", description="mlp: flattened planes; conv: a 4x4 convolution first.")
     channels: int = Field(64, ge=1, description="Filters of the conv torso.")
-    features: Literal["tactical", "raw"] = Field("tactical", description="tactical: token planes plus playable cells and immediate threats; raw: token planes only.")
+    features: Literal["tactical", "tactical_safety", "raw"] = Field(
+        "tactical",
+        description="tactical: token planes plus playable cells and immediate threats; tactical_safety: also the playable cells that win, block, or lie under a threat; raw: token planes only.",
+    )
+    mirror_augment: bool = Field(False, description="Also train on the left-right mirror of every rollout position (the rules are symmetric).")
     hidden_sizes: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     snapshot_interval: int = Field(10, ge=1, description="Updates between snapshots added to the opponent pool.")
     pool_size: int = Field(20, ge=1, description="Snapshots kept in the pool; the oldest is dropped first.")
@@ -165,6 +177,10 @@ class SelfPlayTrainer:
         self.opponent = np.full(n, LATEST, dtype=np.int64)
         self.episode_plies = np.zeros(n, dtype=np.int64)
         self.finished: list[tuple[float, int, int]] = []  # (learner reward, plies, opponent code)
+        # Online Elo of the learner against the pool snapshots and scripted players it meets in training.
+        self.elo = EloLadder(k_factor=settings.elo_k_factor)
+        for name in (LEARNER, self.random_player.name, self.heuristic_player.name):
+            self.elo.add_player(name)
         self.snapshot("step_0")
         self._start_games(np.arange(n))
 
@@ -177,9 +193,16 @@ class SelfPlayTrainer:
             parameter.requires_grad_(False)
         self.pool.append((name, frozen))
         self.pool_players.append(PolicyPlayer(name, frozen, self.seed + 100 + len(self.pool)))
+        # A new snapshot enters the ladder at the learner's current rating.
+        self.elo.ratings.setdefault(name, self.elo.ratings[LEARNER])
+        self.elo.games.setdefault(name, 0)
         if len(self.pool) > self.settings.pool_size:
             self.pool.pop(0)
             self.pool_players.pop(0)
+            # Games in progress keep their snapshot; those against the dropped one continue against the newest.
+            dropped = self.opponent == 0
+            self.opponent[self.opponent > 0] -= 1
+            self.opponent[dropped] = len(self.pool) - 1
 
     def _sample_opponents(self, count: int) -> np.ndarray:
         """Draw opponent codes: scripted players first by their shares, then latest or a pool snapshot."""
@@ -190,6 +213,21 @@ class SelfPlayTrainer:
         codes = np.where(scripted < s.heuristic_fraction, HEURISTIC, codes)
         codes = np.where((scripted >= s.heuristic_fraction) & (scripted < s.heuristic_fraction + s.random_fraction), RANDOM, codes)
         return codes
+
+    def _record_elo(self, code: int, learner_seat: int, reward: float) -> None:
+        """Update the online Elo table with one finished game; games against the current policy itself are skipped."""
+        if code == LATEST:
+            return
+        opponent = self._player(code).name
+        score = (reward + 1.0) / 2.0  # +1 win, 0 draw, -1 loss from the learner's view
+        if learner_seat == 0:
+            self.elo.record(GameRecord(LEARNER, opponent, score))
+        else:
+            self.elo.record(GameRecord(opponent, LEARNER, 1.0 - score))
+
+    def learner_elo(self) -> float:
+        """Return the learner's online Elo, shifted so that the uniform random player is at 1000."""
+        return self.elo.ratings[LEARNER] - self.elo.ratings[self.random_player.name] + 1000.0
 
     def _player(self, code: int) -> BatchPlayer:
         if code == LATEST:
@@ -263,6 +301,7 @@ class SelfPlayTrainer:
             ended = everyone[done]
             for game in ended:
                 self.finished.append((float(reward[game]), int(self.episode_plies[game]), int(self.opponent[game])))
+                self._record_elo(int(self.opponent[game]), int(self.learner_seat[game]), float(reward[game]))
             if ended.size:
                 self._start_games(ended)
 
@@ -291,6 +330,8 @@ class SelfPlayTrainer:
             fraction = max(1.0 - self.global_step / self.total_steps, 0.0)
             self.optimizer.param_groups[0]["lr"] = fraction * s.learning_rate
         tensors = {key: torch.as_tensor(value) for key, value in batch.items()}
+        if s.mirror_augment:
+            tensors = self._with_mirror(tensors)
         size = tensors["actions"].shape[0]
         minibatch = max(size // s.num_minibatches, 1)
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": []}
@@ -329,6 +370,31 @@ class SelfPlayTrainer:
         tags["charts/learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
         return tags
 
+    @torch.no_grad()
+    def _with_mirror(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Append the left-right mirror of every position to the batch.
+
+        Connect Four's rules are symmetric under the mirror, so column ``a`` in a position is worth
+        what column ``6 - a`` is worth in its mirror: the mirrored sample keeps the advantage and
+        return. Its behaviour log-probability and value come from the current (pre-update)
+        network, so PPO's ratio starts at 1 for both halves.
+        """
+        planes = tensors["planes"].flip(-1)
+        legal = tensors["legal"].flip(-1)
+        actions = COLUMNS - 1 - tensors["actions"]
+        logits, values = self.net(planes)
+        log_probs, _ = masked_log_probs_and_entropy(logits, legal)
+        mirrored = {
+            "planes": planes,
+            "legal": legal,
+            "actions": actions,
+            "log_probs": log_probs.gather(1, actions[:, None]).squeeze(1),
+            "values": values,
+            "advantages": tensors["advantages"],
+            "returns": tensors["returns"],
+        }
+        return {key: torch.cat([tensors[key], mirrored[key]]) for key in tensors}
+
     def drain_episode_stats(self) -> dict[str, float]:
         """Return and clear the chart tags of the games finished since the last call."""
         if not self.finished:
@@ -340,6 +406,7 @@ class SelfPlayTrainer:
             "charts/episodic_return": float(rewards.mean()),
             "charts/episodic_length": float(plies.mean()),
             "selfplay/pool_size": float(len(self.pool)),
+            "selfplay/elo": self.learner_elo(),
         }
         latest = codes == LATEST
         if latest.any():
@@ -367,8 +434,78 @@ class SelfPlayTrainer:
             on_update(tags)
 
     def state_for_checkpoint(self) -> dict[str, Any]:
-        """Return the counters saved beside the weights (the optimiser state is not saved)."""
+        """Return the counters written into the checkpoint's JSON beside the weights."""
         return {"global_step": self.global_step, "updates": self.updates, "pool": [name for name, _ in self.pool]}
+
+    def run_state(self) -> dict[str, Any]:
+        """Return everything ``--resume`` needs beyond the learner's weights, as tensors, arrays and plain values.
+
+        That is the optimiser (Adam moments and step), the step and update counters, the pool
+        snapshots with their sampling generators, the online Elo table, the games in progress and
+        every RNG. A resumed run therefore plays and updates exactly as an uninterrupted one would.
+        """
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "counters": {"global_step": self.global_step, "updates": self.updates},
+            "pool": [
+                {"name": name, "weights": net.state_dict(), "generator": player.generator.get_state()}
+                for (name, net), player in zip(self.pool, self.pool_players)
+            ],
+            "elo": {"ratings": dict(self.elo.ratings), "games": dict(self.elo.games)},
+            "games": {
+                "board": self.board.board.copy(),
+                "to_move": self.board.to_move.copy(),
+                "plies": self.board.plies.copy(),
+                "learner_seat": self.learner_seat.copy(),
+                "opponent": self.opponent.copy(),
+                "episode_plies": self.episode_plies.copy(),
+                "finished": [list(item) for item in self.finished],
+            },
+            "rng": {
+                "sampling": self.rng.bit_generator.state,
+                "generator": self.generator.get_state(),
+                "random_player": self.random_player.rng.bit_generator.state,
+                "heuristic_player": self.heuristic_player.rng.bit_generator.state,
+                "latest_player": self.latest_player.generator.get_state(),
+                "global": rng_state(),
+            },
+        }
+
+    def load_run_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`run_state` (the learner's weights are loaded separately)."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["counters"]["global_step"])
+        self.updates = int(state["counters"]["updates"])
+
+        self.pool, self.pool_players = [], []
+        for entry in state["pool"]:
+            frozen = copy.deepcopy(self.net).eval()
+            frozen.load_state_dict(entry["weights"])
+            for parameter in frozen.parameters():
+                parameter.requires_grad_(False)
+            player = PolicyPlayer(entry["name"], frozen)
+            player.generator.set_state(entry["generator"])
+            self.pool.append((entry["name"], frozen))
+            self.pool_players.append(player)
+        self.elo.ratings = {name: float(value) for name, value in state["elo"]["ratings"].items()}
+        self.elo.games = {name: int(value) for name, value in state["elo"]["games"].items()}
+
+        games = state["games"]
+        self.board.board[:] = games["board"]
+        self.board.to_move[:] = games["to_move"]
+        self.board.plies[:] = games["plies"]
+        self.learner_seat[:] = games["learner_seat"]
+        self.opponent[:] = games["opponent"]
+        self.episode_plies[:] = games["episode_plies"]
+        self.finished = [(float(reward), int(plies), int(code)) for reward, plies, code in games["finished"]]
+
+        rng = state["rng"]
+        self.rng.bit_generator.state = rng["sampling"]
+        self.generator.set_state(rng["generator"])
+        self.random_player.rng.bit_generator.state = rng["random_player"]
+        self.heuristic_player.rng.bit_generator.state = rng["heuristic_player"]
+        self.latest_player.generator.set_state(rng["latest_player"])
+        set_rng_state(rng["global"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,19 +661,23 @@ class ConnectFourSelfPlayKind(ScenarioKind):
     def run(self, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions) -> dict[str, Any]:
         scenario = loaded.scenario
         settings: SelfPlaySettings = loaded.settings
-        if options.resume:
-            # Limitation: the optimiser state and the games in progress are not checkpointed, so a run cannot resume.
-            raise ScenarioError(located(str(loaded.source), "--resume", f"kind {self.name!r} cannot resume a run; start a new one"))
         seed = options.seed if options.seed is not None else scenario.seed
         seed_everything(seed)
         # The networks are small, so one thread avoids synchronisation costs that outweigh any parallel speedup.
         torch.set_num_threads(1)
         total_steps = scenario.steps_for(options.budget) if scenario.train else 0
-        run_dir.write_scenario(loaded)
+        if not options.resume:
+            run_dir.write_scenario(loaded)
         started = time.perf_counter()
 
         trainer = SelfPlayTrainer(settings, max(total_steps, 1), seed)
-        if total_steps == 0 or settings.warm_start:
+        resume_step: int | None = None
+        if options.resume:
+            if total_steps == 0:
+                raise ScenarioError(located(str(loaded.source), "--resume", "the scenario trains nothing (train: false or a zero budget); resume needs a budget"))
+            seed = self._resume(trainer, run_dir.checkpoints / "latest", loaded)
+            resume_step = trainer.global_step
+        elif total_steps == 0 or settings.warm_start:
             if not scenario.checkpoint_path:
                 raise ScenarioError(located(str(loaded.source), "checkpoint_path", "the scenario trains nothing (train: false or a zero budget), so it needs a checkpoint to evaluate"))
             net, _ = load_policy(loaded.resolve_path(scenario.checkpoint_path))
@@ -544,9 +685,11 @@ class ConnectFourSelfPlayKind(ScenarioKind):
             trainer.net.load_state_dict(net.state_dict())
         interrupted = False
         if total_steps > 0:
-            interrupted = self._train(trainer, loaded, run_dir, options, seed)
+            interrupted = self._train(trainer, loaded, run_dir, options, seed, resume_step)
 
-        latest = save_policy(run_dir.checkpoints / "latest", trainer.net, {"scenario": scenario.name, "seed": seed, **trainer.state_for_checkpoint()})
+        latest = self._save_latest(trainer, run_dir, scenario.name, seed) if total_steps > 0 else save_policy(
+            run_dir.checkpoints / "latest", trainer.net, {"scenario": scenario.name, "seed": seed, **trainer.state_for_checkpoint()}
+        )
         if interrupted:
             return {"interrupted": True, "global_step": trainer.global_step, "checkpoint": str(latest)}
         for name, net in trainer.pool:
@@ -584,21 +727,52 @@ class ConnectFourSelfPlayKind(ScenarioKind):
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
+    def _save_latest(trainer: SelfPlayTrainer, run_dir: "RunDir", scenario_name: str, seed: int) -> Path:
+        """Write ``checkpoints/latest``: the learner's weights plus the run state that ``--resume`` restores."""
+        metadata = {"scenario": scenario_name, "seed": seed, **trainer.state_for_checkpoint()}
+        return save_policy(run_dir.checkpoints / "latest", trainer.net, metadata, run_state=trainer.run_state())
+
+    def _resume(self, trainer: SelfPlayTrainer, stem: Path, loaded: "LoadedScenario") -> int:
+        """Load a resumable ``latest`` checkpoint into ``trainer``; return the run's seed."""
+        where = f"{stem}.json"
+        if not stem.with_suffix(".json").exists():
+            raise CheckpointError(f"{where}: --resume: no latest checkpoint in this run folder")
+        net, metadata = load_policy(stem)
+        self._check_architecture(net, loaded.settings, loaded)
+        if not metadata.get("resumable") or "state" not in metadata:
+            raise CheckpointError(f"{where}: resumable: this checkpoint contains weights only; resume needs a latest checkpoint written by training")
+        if metadata.get("scenario") != loaded.scenario.name:
+            raise CheckpointError(f"{where}: scenario: the checkpoint is from {metadata.get('scenario')!r}, not {loaded.scenario.name!r}")
+        tensors, _ = load_checkpoint(stem)
+        try:
+            trainer.net.load_state_dict(net.state_dict())
+            trainer.load_run_state(unflatten_state(metadata["state"], tensors))
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{where}: state: the run state does not fit this scenario ({str(error).splitlines()[0]})") from None
+        logger.info("resumed from %s at global_step %d with %d pool snapshots", stem, trainer.global_step, len(trainer.pool))
+        return int(metadata.get("seed", trainer.seed))
+
+    @staticmethod
     def _check_architecture(net: ConnectFourNet, settings: SelfPlaySettings, loaded: "LoadedScenario") -> None:
         expected = {"hidden_sizes": list(settings.hidden_sizes), "torso": settings.torso, "channels": settings.channels, "features": settings.features}
         for key, value in net.describe().items():
             if value != expected[key]:
                 raise CheckpointError(f"{loaded.source}: settings.{key}: the checkpoint has {value!r}, the scenario asks for {expected[key]!r}")
 
-    def _train(self, trainer: SelfPlayTrainer, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions, seed: int) -> bool:
+    def _train(self, trainer: SelfPlayTrainer, loaded: "LoadedScenario", run_dir: "RunDir", options: RunOptions, seed: int, resume_step: int | None = None) -> bool:
         """Run the training loop with logging, periodic evaluation, checkpoints and Ctrl-C; return True if interrupted."""
         scenario = loaded.scenario
         settings: SelfPlaySettings = loaded.settings
-        metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard)
-        bar = progress_bar(trainer.total_steps, enabled=options.progress, desc="self-play")
-        next_eval = scenario.evaluation.interval or None
-        next_checkpoint = scenario.checkpoint.interval or None
-        state = {"logged": 0}
+        metric_logger = MetricLogger(run_dir.path, scenario.logging.tensorboard, resume_step=resume_step)
+        bar = progress_bar(trainer.total_steps, trainer.global_step, enabled=options.progress, desc="self-play")
+
+        def next_multiple(interval: int) -> int | None:
+            # The first evaluation or checkpoint due after the current step (a resumed run starts past 0).
+            return (trainer.global_step // interval + 1) * interval if interval else None
+
+        next_eval = next_multiple(scenario.evaluation.interval)
+        next_checkpoint = next_multiple(scenario.checkpoint.interval)
+        state = {"logged": trainer.global_step}
 
         def on_update(tags: dict[str, float]) -> None:
             nonlocal next_eval, next_checkpoint
@@ -606,12 +780,12 @@ class ConnectFourSelfPlayKind(ScenarioKind):
             if next_eval is not None and step >= next_eval:
                 quick = quick_evaluation(PolicyPlayer("eval", trainer.net, seed, greedy=True), settings.eval_games, seed + 1000)
                 tags.update({f"eval/{key}": value for key, value in quick.items()})
-                next_eval += scenario.evaluation.interval
+                next_eval = next_multiple(scenario.evaluation.interval)
             if trainer.updates % scenario.logging.interval == 0 or "eval/win_rate_vs_random" in tags:
                 metric_logger.log(step, tags)
             if next_checkpoint is not None and step >= next_checkpoint:
-                save_policy(run_dir.checkpoints / "latest", trainer.net, {"scenario": scenario.name, "seed": seed, **trainer.state_for_checkpoint()})
-                next_checkpoint += scenario.checkpoint.interval
+                self._save_latest(trainer, run_dir, scenario.name, seed)
+                next_checkpoint = next_multiple(scenario.checkpoint.interval)
             if bar is not None:
                 bar.update(step - state["logged"])
                 state["logged"] = step

@@ -197,21 +197,28 @@ class DQN(Agent):
         all_discounts = torch.as_tensor(batch["discounts"], device=self.device)
         with torch.no_grad():
             all_next_q_target = self.target_network(all_next_obs)
-        td_losses, q_values = [], []
+            # Without Double DQN the targets depend on the target network only, so all are computed at once.
+            all_targets = None if config.double_q else dqn_target(all_returns, all_discounts, all_next_q_target, None)
+        td_losses, q_values, td_errors = [], [], []
         distributed = self.distributed()
         for step in range(steps):
             part = slice(step * size, (step + 1) * size)
             obs, actions = all_obs[part], all_actions[part]
-            with torch.no_grad():
-                # Double DQN picks the next action with the online network as it is now.
-                next_q_online = self.q_network(all_next_obs[part]) if config.double_q else None
-                target = dqn_target(all_returns[part], all_discounts[part], all_next_q_target[part], next_q_online)
+            if all_targets is not None:
+                target = all_targets[part]
+            else:
+                with torch.no_grad():
+                    # Double DQN picks the next action with the online network as it is now.
+                    target = dqn_target(all_returns[part], all_discounts[part], all_next_q_target[part], self.q_network(all_next_obs[part]))
             if self.manual is not None:
-                loss, q_mean = self.manual.loss_and_grad(obs, actions, target)
+                error, q_taken = self.manual.grad(obs, actions, target)
+                td_errors.append(error)  # the loss is computed once after the loop
+                q_values.append(q_taken)
             else:
                 q = self.q_network(obs).gather(1, actions.unsqueeze(1)).squeeze(1)
                 loss = F.smooth_l1_loss(q, target) if config.loss == "huber" else F.mse_loss(q, target)
-                q_mean = q.detach().mean()
+                td_losses.append(loss.detach())
+                q_values.append(q.detach())
                 self.optimizer.zero_grad()
                 loss.backward()
             if distributed:
@@ -219,8 +226,6 @@ class DQN(Agent):
             if config.max_grad_norm is not None:
                 self.optimizer.clip_grad_norm_(config.max_grad_norm)
             self.optimizer.step()
-            td_losses.append(loss.detach())
-            q_values.append(q_mean)
 
         # Target network: hard copy (tau = 1) or Polyak averaging every target_update_interval steps.
         if self.env_steps - self.last_target_update >= config.target_update_interval:
@@ -229,6 +234,7 @@ class DQN(Agent):
                     target_param.mul_(1.0 - config.tau).add_(config.tau * param)
             self.last_target_update = self.env_steps
 
-        logs["losses/td_loss"] = float(torch.stack(td_losses).mean())
-        logs["losses/q_values"] = float(torch.stack(q_values).mean())
+        # Every minibatch has batch_size samples, so the mean over all samples is the mean of the minibatch means.
+        logs["losses/td_loss"] = float(self.manual.td_loss(torch.cat(td_errors)) if self.manual is not None else torch.stack(td_losses).mean())
+        logs["losses/q_values"] = float(torch.cat(q_values).mean())
         return logs

@@ -400,24 +400,37 @@ class MLPDQNGradients:
                 parameter.grad = torch.zeros_like(parameter)
 
     @torch.inference_mode()
-    def loss_and_grad(self, obs: torch.Tensor, actions: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Set the gradient of the TD loss on one minibatch; return the loss and the mean Q of the taken actions."""
+    def grad(self, obs: torch.Tensor, actions: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Set the gradient of the TD loss on one minibatch; return the TD errors and the Q-values of the taken actions.
+
+        The loss itself is left to :meth:`td_loss`, so a loop over many minibatches can compute it
+        once for all of them.
+        """
         x = obs if obs.dtype == torch.float32 and obs.dim() == 2 else obs.reshape(obs.shape[0], -1).float()
         q, saved = self.tower.forward(x)
         index = actions.long().unsqueeze(1)
         q_taken = q.gather(1, index).squeeze(1)
         error = q_taken - target
         count = x.shape[0]
-        if self.huber:  # smooth L1 with beta 1: 0.5 e^2 inside [-1, 1], |e| - 0.5 outside; gradient clamp(e, -1, 1)
-            absolute = error.abs()
-            loss = torch.where(absolute < 1.0, 0.5 * error * error, absolute - 0.5).mean()
+        if self.huber:  # smooth L1 with beta 1 has the gradient clamp(error, -1, 1)
             grad_taken = error.clamp(-1.0, 1.0).mul_(1.0 / count)
         else:
-            loss = (error * error).mean()
             grad_taken = error.mul(2.0 / count)
         grad_q = torch.zeros_like(q).scatter_(1, index, grad_taken.unsqueeze(1))
         self.tower.backward(x, saved, grad_q)
-        return loss, q_taken.mean()
+        return error, q_taken
+
+    def td_loss(self, errors: torch.Tensor) -> torch.Tensor:
+        """Return the mean TD loss of ``errors``: smooth L1 (0.5 e^2 inside [-1, 1], |e| - 0.5 outside) or e^2."""
+        if self.huber:
+            absolute = errors.abs()
+            return torch.where(absolute < 1.0, 0.5 * errors * errors, absolute - 0.5).mean()
+        return (errors * errors).mean()
+
+    def loss_and_grad(self, obs: torch.Tensor, actions: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Set the gradient of the TD loss on one minibatch; return the loss and the mean Q of the taken actions."""
+        error, q_taken = self.grad(obs, actions, target)
+        return self.td_loss(error), q_taken.mean()
 
 
 class NumpyGreedy:

@@ -15,6 +15,7 @@ from apps.game_ai.connect_four import (
     masked_log_probs_and_entropy,
     pettingzoo_planes,
     play_pettingzoo_game,
+    safety_planes,
     save_policy,
     tactical_planes,
 )
@@ -180,6 +181,49 @@ def test_tactical_planes_mark_threats():
     assert planes[4].nonzero().tolist() == [[5, 3]]
     assert planes[2, 5].tolist() == [0, 0, 0, 1, 1, 1, 0]
     assert planes[3].sum().item() == 0
+
+
+@pytest.mark.parametrize(
+    ("to_move", "win_now", "block_now", "hands_win", "spoils_own"),
+    [
+        # player_0 to move: its threat is at (4, 3) above the playable (5, 3), where player_1 threatens.
+        (0, [], [[5, 3]], [], [[5, 3]]),
+        # player_1 to move: it wins at (5, 3), and a token there would hand player_0 the cell (4, 3).
+        (1, [[5, 3]], [], [[5, 3]], []),
+    ],
+)
+def test_safety_planes_mark_one_move_consequences(to_move, win_now, block_now, hands_win, spoils_own):
+    batch = ConnectFourBatch(1)
+    batch.board[0, 5, :3] = 2  # player_1 in the bottom row, columns 0-2
+    batch.board[0, 4, :3] = 1  # player_0 on top of them
+    batch.to_move[0] = to_move
+    planes = safety_planes(torch.as_tensor(batch.planes()))[0]
+    assert planes.shape == (9, 6, 7)
+    assert torch.equal(planes[:5], tactical_planes(torch.as_tensor(batch.planes()))[0])
+    assert planes[5].nonzero().tolist() == win_now
+    assert planes[6].nonzero().tolist() == block_now
+    assert planes[7].nonzero().tolist() == hands_win
+    assert planes[8].nonzero().tolist() == spoils_own
+
+
+def test_mirror_augment_appends_mirrored_positions(one_torch_thread):
+    settings = SelfPlaySettings(num_envs=4, rollout_steps=5, hidden_sizes=[16], features="tactical_safety", mirror_augment=True)
+    trainer = SelfPlayTrainer(settings, 10_000, seed=2)
+    batch = {key: torch.as_tensor(value) for key, value in trainer.collect().items()}
+    both = trainer._with_mirror(batch)
+    size = batch["actions"].shape[0]
+    assert both["actions"].shape[0] == 2 * size
+    assert torch.equal(both["planes"][size:], batch["planes"].flip(-1))
+    assert torch.equal(both["legal"][size:], batch["legal"].flip(-1))
+    assert torch.equal(both["actions"][size:], 6 - batch["actions"])
+    assert torch.equal(both["advantages"][size:], batch["advantages"])
+    assert torch.equal(both["returns"][size:], batch["returns"])
+    # Every mirrored action is legal in the mirrored position, so its log-probability is finite.
+    assert both["legal"][size:].gather(1, both["actions"][size:, None]).all()
+    assert torch.isfinite(both["log_probs"][size:]).all()
+    with torch.no_grad():
+        logits, values = trainer.net(both["planes"][size:])
+    assert torch.allclose(both["values"][size:], values)
 
 
 def test_heuristic_takes_win_then_blocks():
