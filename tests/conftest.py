@@ -21,6 +21,17 @@ def repo_root() -> Path:
     return ROOT
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Run small-network code on one thread: on a shared CPU, extra threads only add synchronisation."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def scenariolab_command() -> list[str]:
     """The CLI as a subprocess command, run with this interpreter."""
     return [sys.executable, "-m", "shared.cli"]

@@ -27,15 +27,6 @@ from shared.errors import CheckpointError
 SHIPPED = "apps/game_ai/checkpoints/connect_four"
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Run small-network code on one thread: on a shared CPU, extra threads only add synchronisation."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def pettingzoo_board(env) -> np.ndarray:
     return np.array(env.unwrapped.board, dtype=np.int8).reshape(6, 7)
 

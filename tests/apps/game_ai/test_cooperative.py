@@ -20,15 +20,6 @@ from apps.game_ai.cooperative import (
 )
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Run small-network code on one thread: on a shared CPU, extra threads only add synchronisation."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 class RelayEnv(ParallelEnv):
     """Three runners; ``runner_2`` terminates after step 2 and the rest are truncated after step 5.
 

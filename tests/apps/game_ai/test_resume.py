@@ -33,15 +33,6 @@ PISTONBALL_SETTINGS = [
 ]
 
 
-@pytest.fixture
-def one_torch_thread():
-    """Run small-network code on one thread: on a shared CPU, extra threads only add synchronisation."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def scenariolab(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args], capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
