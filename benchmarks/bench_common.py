@@ -75,7 +75,8 @@ def compare_with_sb3(name: str, description: str, scenario: str, sb3_runner: Cal
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=20_000, help="training steps per round and side")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the medians over rounds are compared")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of ScenarioLab's scenario, e.g. env.vectorization=sync")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runners = {"scenariolab": scenariolab_runner(scenario, args.steps), "sb3": sb3_runner(args.steps)}
+    runners = {"scenariolab": scenariolab_runner(scenario, args.steps, args.set), "sb3": sb3_runner(args.steps)}
     print_table(name, alternate(args.rounds, runners), "scenariolab", "sb3")
