@@ -28,6 +28,7 @@ from shared.checkpoints import load_checkpoint
 from shared.errors import CheckpointError, ScenarioError, located
 from shared.kinds import EvalOptions, RunOptions, ScenarioKind
 from shared.logging import MetricLogger
+from shared.pipeline import configure_torch
 from shared.registry import register_kind
 from shared.report import write_report
 from shared.rundir import RunDir, metrics_summary
@@ -71,6 +72,9 @@ class RecommendationKind(ScenarioKind):
         settings = effective_settings(loaded.settings, options.budget)
         total_steps = scenario.steps_for(options.budget)
         run_dir.write_scenario(loaded)
+        # One torch thread unless the scenario sets torch_threads: the re-ranker is a small MLP
+        # called on one request at a time, and extra threads only add synchronisation cost.
+        configure_torch(loaded, image_observations=False)
         base = loaded.source.parent
         metric_logger = MetricLogger(run_dir.path, tensorboard=scenario.logging.tensorboard)
         try:
@@ -92,6 +96,7 @@ class RecommendationKind(ScenarioKind):
         scenario = loaded.scenario
         settings: RecommendationSettings = loaded.settings
         run_dir.write_scenario(loaded)
+        configure_torch(loaded, image_observations=False)
         state = prepare(settings, loaded.source.parent, scenario.seed, "default", False, run_dir.checkpoints)
         if options.checkpoint is not None:
             folder = Path(options.checkpoint)

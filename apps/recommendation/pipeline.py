@@ -401,4 +401,4 @@ def shipped_world() -> SimulatorWorld:
 
 # The default budget of scenarios/recommendation/movielens_rl_rerank.yaml, which the shipped
 # re-ranker weights were trained with; shipped_state() loads only weights recorded with it.
-DEFAULT_TOTAL_STEPS = 8_000
+DEFAULT_TOTAL_STEPS = 20_000
