@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from apps.recommendation.pipeline import (
     RANKERS,
@@ -156,6 +157,7 @@ class RecommendationKind(ScenarioKind):
             "stages": {name: {"origin": stage.origin, "seconds": stage.seconds, **stage.info} for name, stage in state.stages.items()},
             "targets": targets,
             "evaluation_seconds": evaluation_seconds,
+            "torch_threads": torch.get_num_threads(),
         }
         summary = metrics_summary(loaded, main, seed, sessions * len(seeds), results[main]["metrics"], results[main]["ci95"], baselines, extra)
         run_dir.write_metrics(summary)

@@ -35,6 +35,8 @@ def test_smoke_run_writes_run_folder(tmp_path):
     for baseline in summary["baselines"].values():
         assert set(baseline["metrics"]) == RANKER_METRICS
     assert summary["users_evaluated"] == 60
+    # The scenario leaves torch_threads unset, so the kind trains and evaluates on one thread.
+    assert summary["torch_threads"] == 1
     validation = summary["simulator_validation"]
     assert 0.5 < validation["preference_heldout_auc"] <= 1.0
     assert validation["sim_return_base"] == summary["baselines"]["base"]["metrics"]["sim_return_mean"]
