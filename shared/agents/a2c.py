@@ -142,8 +142,8 @@ class A2C(Agent):
         nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
         self.optimizer.step()
         return {
-            "losses/policy_loss": float(policy_loss),
-            "losses/value_loss": float(value_loss),
-            "losses/entropy": float(entropy),
+            "losses/policy_loss": float(policy_loss.detach()),
+            "losses/value_loss": float(value_loss.detach()),
+            "losses/entropy": float(entropy.detach()),
             "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
         }
