@@ -32,7 +32,12 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
 
 
 class MLP(nn.Module):
-    """A fully connected network ``in_dim -> hidden_sizes -> out_dim`` with orthogonal initialisation."""
+    """A fully connected network ``in_dim -> hidden_sizes -> out_dim``.
+
+    With ``orthogonal`` (the policy-gradient convention) layers get orthogonal weights with gain
+    sqrt(2) and ``output_std`` on the last layer; without it they keep PyTorch's default
+    initialisation, as the reference DQN implementations do.
+    """
 
     def __init__(
         self,
@@ -41,14 +46,16 @@ class MLP(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         output_std: float = 1.0,
+        orthogonal: bool = True,
     ):
         super().__init__()
+        init = layer_init if orthogonal else (lambda layer, std=1.0: layer)
         layers: list[nn.Module] = []
         previous = in_dim
         for size in hidden_sizes:
-            layers += [layer_init(nn.Linear(previous, size)), ACTIVATIONS[activation]()]
+            layers += [init(nn.Linear(previous, size)), ACTIVATIONS[activation]()]
             previous = size
-        layers.append(layer_init(nn.Linear(previous, out_dim), std=output_std))
+        layers.append(init(nn.Linear(previous, out_dim), std=output_std))
         self.net = nn.Sequential(*layers)
         self.linears: list[nn.Linear] = [layer for layer in layers if isinstance(layer, nn.Linear)]
         self.activation_name = activation

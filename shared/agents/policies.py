@@ -116,11 +116,14 @@ class QNetwork(nn.Module):
         image = type(self.encoder).__name__ != "Flatten"
         hidden = () if image and network in ("auto", "nature_cnn") else tuple(hidden_sizes)
         self.dueling = dueling
+        # PyTorch's default initialisation for the Q heads, as in CleanRL's and SB3's DQN: on
+        # CartPole with the RL Zoo settings, orthogonal heads ended at greedy returns 100/247/18 on
+        # seeds 0-2 against 500/189/500 with the default.
         if dueling:
-            self.value_head = MLP(features, 1, hidden, activation, output_std=1.0)
-            self.advantage_head = MLP(features, n_actions, hidden, activation, output_std=1.0)
+            self.value_head = MLP(features, 1, hidden, activation, orthogonal=False)
+            self.advantage_head = MLP(features, n_actions, hidden, activation, orthogonal=False)
         else:
-            self.head = MLP(features, n_actions, hidden, activation, output_std=1.0)
+            self.head = MLP(features, n_actions, hidden, activation, orthogonal=False)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         obs = to_channels_first(obs, self.observation_space)
