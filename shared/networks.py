@@ -34,8 +34,8 @@ def layer_init(layer: nn.Module, std: float = math.sqrt(2), bias: float = 0.0) -
 class MLP(nn.Module):
     """A fully connected network ``in_dim -> hidden_sizes -> out_dim``.
 
-    With ``orthogonal`` (the policy-gradient convention) layers get orthogonal weights with gain
-    sqrt(2) and ``output_std`` on the last layer; without it they keep PyTorch's default
+    With ``orthogonal``, the policy-gradient convention, layers get orthogonal weights with gain
+    sqrt(2) and ``output_std`` on the last layer. Without it they keep PyTorch's default
     initialisation, as the reference DQN implementations do.
     """
 
