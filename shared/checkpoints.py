@@ -110,6 +110,27 @@ def load_checkpoint(stem: Path | str) -> tuple[dict[str, torch.Tensor], dict[str
     return tensors, metadata
 
 
+def load_run_checkpoint(stem: Path | str, scenario: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a training ``latest`` checkpoint for ``--resume``; return its run state and metadata.
+
+    Raises CheckpointError when the file is missing, holds weights only, or was written by
+    another scenario.
+    """
+    stem = Path(stem)
+    where = f"{stem}.json"
+    if not stem.with_suffix(".json").exists():
+        raise CheckpointError(f"{where}: --resume: no latest checkpoint in this run folder")
+    tensors, metadata = load_checkpoint(stem)
+    if not metadata.get("resumable") or "state" not in metadata:
+        raise CheckpointError(f"{where}: resumable: this checkpoint contains weights only; resume needs a latest checkpoint written by training")
+    if metadata.get("scenario") != scenario:
+        raise CheckpointError(f"{where}: scenario: the checkpoint is from {metadata.get('scenario')!r}, not {scenario!r}")
+    try:
+        return unflatten_state(metadata["state"], tensors), metadata
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{where}: state: the run state does not fit this scenario ({str(error).splitlines()[0]})") from None
+
+
 def agent_state(agent: "Agent") -> dict[str, Any]:
     """Collect an agent's networks, optimisers, counters and buffers into one nested structure."""
     return {

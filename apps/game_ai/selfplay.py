@@ -50,7 +50,7 @@ from apps.game_ai.elo import EloLadder, GameRecord
 from apps.game_ai.heuristics import OneStepLookaheadPlayer, RandomPlayer
 from shared.agents.ppo import ppo_loss
 from shared.buffers import compute_gae
-from shared.checkpoints import flatten_state, load_checkpoint, unflatten_state
+from shared.checkpoints import flatten_state, load_run_checkpoint
 from shared.errors import CheckpointError, ScenarioError, located
 from shared.kinds import EvalOptions, Perturbation, RunOptions, ScenarioKind
 from shared.logging import MetricLogger
@@ -735,18 +735,12 @@ class ConnectFourSelfPlayKind(ScenarioKind):
     def _resume(self, trainer: SelfPlayTrainer, stem: Path, loaded: "LoadedScenario") -> int:
         """Load a resumable ``latest`` checkpoint into ``trainer``; return the run's seed."""
         where = f"{stem}.json"
-        if not stem.with_suffix(".json").exists():
-            raise CheckpointError(f"{where}: --resume: no latest checkpoint in this run folder")
-        net, metadata = load_policy(stem)
+        state, metadata = load_run_checkpoint(stem, loaded.scenario.name)
+        net, _ = load_policy(stem)
         self._check_architecture(net, loaded.settings, loaded)
-        if not metadata.get("resumable") or "state" not in metadata:
-            raise CheckpointError(f"{where}: resumable: this checkpoint contains weights only; resume needs a latest checkpoint written by training")
-        if metadata.get("scenario") != loaded.scenario.name:
-            raise CheckpointError(f"{where}: scenario: the checkpoint is from {metadata.get('scenario')!r}, not {loaded.scenario.name!r}")
-        tensors, _ = load_checkpoint(stem)
         try:
             trainer.net.load_state_dict(net.state_dict())
-            trainer.load_run_state(unflatten_state(metadata["state"], tensors))
+            trainer.load_run_state(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{where}: state: the run state does not fit this scenario ({str(error).splitlines()[0]})") from None
         logger.info("resumed from %s at global_step %d with %d pool snapshots", stem, trainer.global_step, len(trainer.pool))
