@@ -5,7 +5,7 @@ rank steps the scenario's ``env.num_envs`` envs with its own seeds and collects 
 environment steps, and the agents average their gradients across ranks
 (``Agent.average_gradients``) before every optimiser step. So each update sees K times the batch of
 a single-process update, and a run with the same budget makes K times fewer updates: the usual
-data-parallel scaling, as in CleanRL's multi-GPU PPO. Rank 0 broadcasts the initial weights, so all
+data-parallel scaling. Rank 0 broadcasts the initial weights, so all
 ranks have the same parameters from the first update on. Only rank 0 logs, writes checkpoints and
 evaluates, and the other ranks write nothing.
 """

@@ -36,7 +36,7 @@ class MLP(nn.Module):
 
     With ``orthogonal``, the policy-gradient convention, layers get orthogonal weights with gain
     sqrt(2) and ``output_std`` on the last layer. Without it they keep PyTorch's default
-    initialisation, as the reference DQN implementations do.
+    initialisation, as Stable-Baselines3's DQN does.
     """
 
     def __init__(

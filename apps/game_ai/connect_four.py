@@ -167,11 +167,11 @@ def tactical_planes(planes: torch.Tensor) -> torch.Tensor:
 def safety_planes(planes: torch.Tensor) -> torch.Tensor:
     """Add four one-move consequences to :func:`tactical_planes` and return ``(B, 9, 6, 7)``.
 
-    The extra channels mark playable cells (the next token of a column) where a token:
-    5 completes four for the player to move (a win now), 6 completes four for the opponent (a
-    block now), 7 lies under a cell that completes four for the opponent (it hands the opponent a
-    win on the next move), and 8 lies under a cell that completes four for the player to move (the
-    opponent can then block that threat). They are read off the board like the other channels,
+    The extra channels mark playable cells (the next token of a column) by what a token there does.
+    Channel 5: it completes four for the player to move (a win now). Channel 6: it completes four
+    for the opponent (a block now). Channel 7: it lies under a cell that completes four for the
+    opponent, so it hands the opponent a win on the next move. Channel 8: it lies under a cell that
+    completes four for the player to move, so the opponent can then block that threat. They are read off the board like the other channels,
     without search. As per-cell flags a linear layer can map them to column preferences.
     """
     tactical = tactical_planes(planes)

@@ -222,9 +222,9 @@ class RecommendationSessionEnv(gym.Env):
     ``similarity_threshold`` to ``similarity_penalty`` at cosine 1 to the closest clicked item
     (near-duplicates of what the user just watched).
 
-    The defaults keep relevance dominant. With ``preference_scale`` 3 and ``click_offset`` -7 the
+    The defaults keep relevance dominant. With ``preference_scale`` 3 and ``click_offset`` -7, the
     first slate of the base ranking on ml-latest-small gets 2.8 times the CTR of a random order of
-    the same 100 candidates, near the 2.2 to 2.6 ratio of held-out hits of the two rankings.
+    the same 100 candidates. The ratio of held-out hits of the two rankings is 2.2 to 2.6.
     ``repeat_decay`` 0.8 still leaves an item shown five times a third of its first-showing
     probability.
 

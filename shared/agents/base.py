@@ -108,7 +108,7 @@ class Agent(ABC):
 
     @staticmethod
     def distributed() -> bool:
-        """Whether this process is one rank of a torch.distributed run (the check takes tens of microseconds, so loops call it once)."""
+        """Return whether this process is one rank of a torch.distributed run; loops call it once, because the check is slow."""
         return torch.distributed.is_available() and torch.distributed.is_initialized()
 
     def average_gradients(self) -> None:

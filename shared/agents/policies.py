@@ -116,7 +116,7 @@ class QNetwork(nn.Module):
         image = type(self.encoder).__name__ != "Flatten"
         hidden = () if image and network in ("auto", "nature_cnn") else tuple(hidden_sizes)
         self.dueling = dueling
-        # The Q heads keep PyTorch's default initialisation, as CleanRL's and SB3's DQN do. With
+        # The Q heads keep PyTorch's default initialisation, as Stable-Baselines3's DQN does. With
         # orthogonal heads, DQN learned CartPole less reliably under the RL Zoo settings.
         if dueling:
             self.value_head = MLP(features, 1, hidden, activation, orthogonal=False)

@@ -89,9 +89,9 @@ def test_ranks_keep_identical_weights(tmp_path):
 def test_two_process_ppo_learns_cartpole(tmp_path):
     # The 50k-step default budget, as in the single-process test. Each rank steps its own 8 envs
     # for 25k steps, so every update averages 2 x 256 steps and the run makes half as many updates
-    # as one process. PPO's final policy on one seed can fall back after training episodes have
-    # reached 500, so the test requires one solved training episode (500 is CartPole-v1's maximum)
-    # and a final return over 3x the random policy's, like the A2C learning test.
+    # as one process. PPO's final policy can fall back after training episodes have reached 500.
+    # So the test requires one solved training episode (500 is CartPole-v1's maximum) and a final
+    # return over 3x the random policy's, like the A2C learning test.
     command = [
         str(TORCHRUN), "--nproc-per-node", "2", "--standalone",
         "-m", "shared.cli", "run", "scenarios/classic/cartpole_ppo.yaml", "--distributed", "--no-progress", "--out", str(tmp_path),

@@ -203,7 +203,8 @@ def test_pong_pool_travels_in_the_learner_checkpoint(tmp_path):
         with torch.no_grad():
             for parameter in learner.modules()["policy"].parameters():
                 parameter.add_(0.01)
-    assert len(pool.snapshots) == 2 and pool.steps == 25
+    assert len(pool.snapshots) == 2
+    assert pool.steps == 25
     save_agent(learner, tmp_path / "learner")
 
     fresh_pool = OpponentPool(settings)

@@ -49,9 +49,10 @@ def test_clicked_candidates_get_no_probability(world):
     assert torch.isfinite(entropy)
 
 
-def test_behaviour_head_learns_logging_policy(world):
+def test_behaviour_head_learns_logging_policy(world, one_torch_thread):
     # Slates logged from softmax(2 * base z-score): the behaviour head must put most of its mass
-    # where the logger does, far from the uniform start.
+    # where the logger does, far from the uniform start. One torch thread, because these tensors
+    # are tiny and on a loaded machine two threads made this test 25x slower.
     env = RecommendationSessionEnv(world, {"slate_size": 5})
     rng = np.random.default_rng(0)
     observations, slates = [], []
@@ -61,20 +62,16 @@ def test_behaviour_head_learns_logging_policy(world):
         slates.append(sample_slate(2.0 * obs["base_scores"], 5, rng))
     batch = to_tensors(observations)
     slate_t = torch.from_numpy(np.stack(slates))
+
     torch.manual_seed(0)
     policy = RerankPolicy(world.embeddings.shape[1], 16)
     optimizer = torch.optim.Adam(policy.behaviour.parameters(), lr=0.01)
-    # One thread: these tensors are tiny, and on a loaded machine two threads made it 25x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(100):
-            loss = -plackett_luce_log_prob(policy.behaviour_logits(batch), slate_t).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    for _ in range(100):
+        loss = -plackett_luce_log_prob(policy.behaviour_logits(batch), slate_t).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
     target = torch.softmax(2.0 * batch["base_scores"], dim=1)
     estimate = torch.softmax(policy.behaviour_logits(batch), dim=1).detach()
     uniform = torch.full_like(target, 1.0 / target.shape[1])
