@@ -267,7 +267,9 @@ def choose_option(page: Page, label: str, option: str) -> None:
     box = page.get_by_test_id("stSelectbox").filter(has_text=label)
     box.click()
     page.keyboard.type(option)
-    page.get_by_role("option", name=option, exact=True).click()
+    # Enter picks the highlighted match: clicking the option can time out while the list re-renders.
+    page.get_by_role("option", name=option, exact=True).wait_for()
+    page.keyboard.press("Enter")
 
 
 @pytest.mark.slow
