@@ -68,6 +68,17 @@ def scenariolab_runner(scenario: str, steps: int, overrides: list[str] | None = 
     return run
 
 
+def flushing_denormals(runner: Callable[[], int]) -> Callable[[], int]:
+    """Return ``runner`` wrapped so that it runs with subnormal floats flushed to zero."""
+    from shared.training import flush_denormals
+
+    def run() -> int:
+        with flush_denormals():
+            return runner()
+
+    return run
+
+
 def compare_with_sb3(name: str, description: str, scenario: str, sb3_runner: Callable[[int], Callable[[], int]]) -> None:
     """Parse ``--steps``/``--rounds``, alternate ScenarioLab's run of ``scenario`` with SB3's, print the table."""
     import torch
@@ -76,7 +87,11 @@ def compare_with_sb3(name: str, description: str, scenario: str, sb3_runner: Cal
     parser.add_argument("--steps", type=int, default=20_000, help="training steps per round and side")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the medians over rounds are compared")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a field of ScenarioLab's scenario, e.g. env.vectorization=sync")
+    parser.add_argument("--peer-flush-denormals", action="store_true", help="flush subnormal floats to zero while SB3 trains too, as ScenarioLab's Trainer does")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    runners = {"scenariolab": scenariolab_runner(scenario, args.steps, args.set), "sb3": sb3_runner(args.steps)}
+    peer = sb3_runner(args.steps)
+    if args.peer_flush_denormals:
+        peer = flushing_denormals(peer)
+    runners = {"scenariolab": scenariolab_runner(scenario, args.steps, args.set), "sb3": peer}
     print_table(name, alternate(args.rounds, runners), "scenariolab", "sb3")

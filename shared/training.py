@@ -16,9 +16,10 @@ import random
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,6 +58,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].to(torch.uint8))
+
+
+@contextmanager
+def flush_denormals() -> Iterator[None]:
+    """Flush subnormal floats to zero on the calling thread for the block, then restore IEEE arithmetic.
+
+    Adam's first moment of a weight whose gradient stays 0 (a dead ReLU unit) shrinks by beta1 each
+    step into the subnormal range below 1.2e-38, where x86 arithmetic on it is many times slower.
+    DQN on CartPole spent more time in the Adam kernel than in its matrix products that way, and
+    trained 1.6x faster with flushing (1413 against 872 steps/s over 20k steps). With Adam's eps of
+    1e-8 such a moment moves its weight by less than 1e-29 times the learning rate, so flushing it
+    to 0 changes no update measurably. PyTorch's intra-op worker threads keep their own setting.
+    """
+    # numpy computes float limits lazily and warns when it first does so while flushing is on.
+    np.finfo(np.float32)
+    np.finfo(np.float64)
+    enabled = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if enabled:
+            torch.set_flush_denormal(False)
 
 
 @dataclass
@@ -200,7 +223,7 @@ class Trainer:
         last_return: float | None = None
         interrupted = False
         best_path: Path | None = self.checkpoint_dir / "best" if (self.checkpoint_dir / "best.json").exists() else None
-        with InterruptFlag() as interrupt:
+        with InterruptFlag() as interrupt, flush_denormals():
             try:
                 while collector.global_step < self.total_steps:
                     before = collector.global_step

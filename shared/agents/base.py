@@ -101,8 +101,10 @@ class Agent(ABC):
         """
         steps = float(global_step)
         if self.distributed():
+            from shared.distributed import all_reduce_sum
+
             total = torch.tensor([steps], dtype=torch.float64)
-            torch.distributed.all_reduce(total, op=torch.distributed.ReduceOp.SUM)
+            all_reduce_sum(total)
             steps = float(total.item()) / torch.distributed.get_world_size()
         return steps / self.total_steps
 
@@ -119,18 +121,20 @@ class Agent(ABC):
         """
         if not self.distributed():
             return
+        from shared.distributed import all_reduce_sum
+
         world_size = torch.distributed.get_world_size()
         flat_covered: set[int] = set()
         for optimizer in self.optimizers().values():
             flat_grad = getattr(optimizer, "flat_grad", None)
             if flat_grad is not None:  # one all-reduce for every parameter of a FlatAdam
-                torch.distributed.all_reduce(flat_grad, op=torch.distributed.ReduceOp.SUM)
+                all_reduce_sum(flat_grad)
                 flat_grad.div_(world_size)
                 flat_covered.update(id(p) for p in optimizer.parameters)
         for module in self.modules().values():
             for parameter in module.parameters():
                 if parameter.grad is not None and id(parameter) not in flat_covered:
-                    torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+                    all_reduce_sum(parameter.grad)
                     parameter.grad.div_(world_size)
 
     def compile(self) -> None:

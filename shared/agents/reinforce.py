@@ -132,8 +132,8 @@ class Reinforce(Agent):
         nn.utils.clip_grad_norm_(self.policy.parameters(), config.max_grad_norm)
         self.optimizer.step()
         return {
-            "losses/policy_loss": float(policy_loss),
-            "losses/value_loss": float(value_loss),
-            "losses/entropy": float(entropy.mean()),
+            "losses/policy_loss": float(policy_loss.detach()),
+            "losses/value_loss": float(value_loss.detach()),
+            "losses/entropy": float(entropy.mean().detach()),
             "charts/learning_rate": config.learning_rate,
         }

@@ -1,6 +1,7 @@
 """Multi-process PPO under torchrun: per-rank seeds and budget, rank-0 output, learning on CartPole."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -72,14 +73,16 @@ def test_distributed_without_torchrun_exits_2(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_ranks_keep_identical_weights(tmp_path):
+@pytest.mark.parametrize("allreduce", ["", "gloo"], ids=["shared_memory", "gloo"])
+def test_ranks_keep_identical_weights(tmp_path, allreduce):
     # Ranks seed their envs and initial weights differently (without the broadcast the weights
     # differ by about 1 after 3 iterations), so equal weights show that the broadcast and the
     # gradient all-reduce keep them in step.
     script = tmp_path / "sync.py"
     script.write_text(SYNC_SCRIPT)
     command = [str(TORCHRUN), "--nproc-per-node", "2", "--standalone", str(script), "scenarios/classic/cartpole_ppo.yaml"]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    environment = {**os.environ, "SCENARIOLAB_ALLREDUCE": allreduce}
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("max_abs_diff")]
     assert lines == ["max_abs_diff 0.0"]
