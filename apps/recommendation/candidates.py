@@ -62,15 +62,31 @@ class CandidateSet:
     items: np.ndarray  # (num_users, N) int64 dense item ids
     scores: np.ndarray  # (num_users, N) float32, descending per row
     recbole_metrics: dict[str, dict[str, float]]
+    # The validation view: the top N with only the training items excluded, so the validation item
+    # can be among them. The REINFORCE trainer chooses its returned iterate on this view.
+    valid_items: np.ndarray | None = None
+    valid_scores: np.ndarray | None = None
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {"items": torch.from_numpy(self.items.astype(np.int64)), "scores": torch.from_numpy(self.scores.astype(np.float32))}
+        if self.valid_items is not None and self.valid_scores is not None:
+            tensors["valid_items"] = torch.from_numpy(self.valid_items.astype(np.int64))
+            tensors["valid_scores"] = torch.from_numpy(self.valid_scores.astype(np.float32))
+        return tensors
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> "CandidateSet":
+        valid_items = tensors["valid_items"].numpy() if "valid_items" in tensors else None
+        valid_scores = tensors["valid_scores"].numpy() if "valid_scores" in tensors else None
+        return cls(str(metadata["model"]), tensors["items"].numpy(), tensors["scores"].numpy(), dict(metadata.get("recbole_metrics", {})), valid_items, valid_scores)
 
     def save(self, stem: Path, metadata: dict[str, Any]) -> None:
-        tensors = {"items": torch.from_numpy(self.items.astype(np.int64)), "scores": torch.from_numpy(self.scores.astype(np.float32))}
-        save_checkpoint(stem, tensors, {**metadata, "model": self.model, "recbole_metrics": self.recbole_metrics})
+        save_checkpoint(stem, self.tensors(), {**metadata, "model": self.model, "recbole_metrics": self.recbole_metrics})
 
     @classmethod
     def load(cls, stem: Path) -> tuple["CandidateSet", dict[str, Any]]:
         tensors, metadata = load_checkpoint(stem)
-        return cls(str(metadata["model"]), tensors["items"].numpy(), tensors["scores"].numpy(), dict(metadata.get("recbole_metrics", {}))), metadata
+        return cls.from_tensors(tensors, metadata), metadata
 
 
 def _write_benchmark_files(data: SplitDataset, folder: Path, sequential: bool, max_seq_length: int, max_targets: int) -> None:
@@ -172,8 +188,8 @@ def _recbole_config(model: str, data: SplitDataset, folder: Path, settings: Base
 def train_base_model(model: str, data: SplitDataset, settings: BaseModelSettings, seed: int, num_candidates: int) -> CandidateSet:
     """Train one RecBole model on the training split, report RecBole's full-sort metrics, rank candidates.
 
-    Candidates exclude the user's training items and validation item, which the user has already
-    consumed by test time.
+    Test candidates exclude the user's training items and validation item, which the user has
+    already consumed by test time. Validation candidates exclude only the training items.
     """
     from recbole.data import create_dataset, data_preparation
     from recbole.model.general_recommender import BPR
@@ -203,13 +219,16 @@ def train_base_model(model: str, data: SplitDataset, settings: BaseModelSettings
                 "test": {key: float(value) for key, value in trainer.evaluate(test_data, load_best_model=False).items()},
             }
         logger.info("%s full-sort metrics from RecBole: %s", model, metrics)
-        items, scores = _rank_candidates(network, dataset, data, sequential, settings.max_seq_length, num_candidates)
-    return CandidateSet(model, items, scores, metrics)
+        (items, scores), (valid_items, valid_scores) = _rank_candidates(network, dataset, data, sequential, settings.max_seq_length, num_candidates)
+    return CandidateSet(model, items, scores, metrics, valid_items, valid_scores)
 
 
 @torch.no_grad()
-def _rank_candidates(network: Any, dataset: Any, data: SplitDataset, sequential: bool, max_len: int, num_candidates: int) -> tuple[np.ndarray, np.ndarray]:
-    """Score the whole catalogue for each user from the training history and keep the top N."""
+def _rank_candidates(network: Any, dataset: Any, data: SplitDataset, sequential: bool, max_len: int, num_candidates: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Score the whole catalogue for each user from the training history and keep the top N.
+
+    Returns (items, scores) for test, without the validation item, and the same for validation, with it.
+    """
     from recbole.data.interaction import Interaction
 
     network.eval()
@@ -225,6 +244,8 @@ def _rank_candidates(network: Any, dataset: Any, data: SplitDataset, sequential:
     histories = data.train_histories()
     items = np.zeros((data.num_users, num_candidates), dtype=np.int64)
     scores = np.zeros((data.num_users, num_candidates), dtype=np.float32)
+    valid_items = np.zeros((data.num_users, num_candidates), dtype=np.int64)
+    valid_scores = np.zeros((data.num_users, num_candidates), dtype=np.float32)
     batch = 256
     for start in range(0, data.num_users, batch):
         users = np.arange(start, min(start + batch, data.num_users))
@@ -245,11 +266,15 @@ def _rank_candidates(network: Any, dataset: Any, data: SplitDataset, sequential:
         for row, user in enumerate(users):
             seen = dense_to_recbole[histories[user]]
             full[row, seen[seen > 0]] = -torch.inf
-            if data.valid_item[user] >= 0 and dense_to_recbole[data.valid_item[user]] > 0:
-                full[row, dense_to_recbole[data.valid_item[user]]] = -torch.inf
         # Items RecBole never saw have no dense id; they stay out of the candidates.
         full[:, torch.from_numpy(recbole_to_dense < 0)] = -torch.inf
         top = torch.topk(full, num_candidates, dim=1)
+        valid_items[users] = recbole_to_dense[top.indices.numpy()]
+        valid_scores[users] = top.values.numpy()
+        for row, user in enumerate(users):
+            if data.valid_item[user] >= 0 and dense_to_recbole[data.valid_item[user]] > 0:
+                full[row, dense_to_recbole[data.valid_item[user]]] = -torch.inf
+        top = torch.topk(full, num_candidates, dim=1)
         items[users] = recbole_to_dense[top.indices.numpy()]
         scores[users] = top.values.numpy()
-    return items, scores
+    return (items, scores), (valid_items, valid_scores)

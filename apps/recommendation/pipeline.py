@@ -21,7 +21,7 @@ from apps.recommendation.candidates import MODEL_NAMES, CandidateSet, CandidateS
 from apps.recommendation.data import DataSpec, SplitDataset, load_dataset
 from apps.recommendation.encoder import EncoderSettings, finetune_lora, item_embeddings
 from apps.recommendation.metrics import ranking_metrics
-from apps.recommendation.reranker import Reranker, RerankerSettings, RerankPolicy, TrainResult, load_policy, policy_state, to_tensors, train_ppo, train_reinforce_topk
+from apps.recommendation.reranker import Reranker, RerankerSettings, RerankPolicy, TrainResult, load_policy, policy_state, to_tensors, train_ppo, train_reinforce_topk, validation_ndcg
 from apps.recommendation.simulator import PreferenceModel, PreferenceSettings, RecommendationSessionEnv, SimulatorSettings, SimulatorWorld, scores_from_order, user_profiles
 from shared.checkpoints import load_checkpoint, save_checkpoint
 from shared.errors import CheckpointError
@@ -170,9 +170,12 @@ def prepare(settings: RecommendationSettings, base: Path | None, seed: int, budg
         model_settings = getattr(settings.candidates, model)
         expected = {"settings": model_settings.model_dump(), "num_candidates": settings.candidates.num_candidates}
         found = _matching(_shipped_stem(settings, f"candidates_{model}", base), signature, expected) if reuse else None
+        if found is not None and "valid_items" not in found[0]:
+            logger.info("artefact candidates_%s has no validation candidates; training again", model)
+            found = None
         if found is not None:
             tensors, metadata = found
-            candidates[model] = CandidateSet(model, tensors["items"].numpy(), tensors["scores"].numpy(), dict(metadata.get("recbole_metrics", {})))
+            candidates[model] = CandidateSet.from_tensors(tensors, {"model": model, **metadata})
             stages[f"candidates_{model}"] = Stage("shipped", float(metadata.get("train_seconds", 0.0)))
             continue
         model_start = time.perf_counter()
@@ -208,6 +211,33 @@ def text_similarity_validation(data: SplitDataset, embeddings: np.ndarray, k: in
         rank = int(np.sum(scores > target)) + int(np.sum(scores == target))
         total += 1.0 / np.log2(rank + 1.0) if rank <= k else 0.0
     return float(total / max(len(users), 1))
+
+
+def validation_observations(state: PipelineState) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Return the session-start observations of every user with a validation item, over the base
+    model's validation candidates, and the validation item's index among them (-1 when absent)."""
+    base = state.base
+    if base.valid_items is None or base.valid_scores is None:
+        raise ValueError(f"candidate set {base.model!r} has no validation candidates; train it again (--budget full)")
+    data = state.data
+    users = np.flatnonzero(data.valid_item >= 0)
+    world = SimulatorWorld(state.embeddings, base.valid_items, base.valid_scores, data.train_histories(), state.preference, users, data.item_title)
+    env = RecommendationSessionEnv(world, state.settings.simulator)
+    observations = [env.reset(seed=0, options={"user": int(user)})[0] for user in users]
+    env.close()
+    matches = base.valid_items[users] == data.valid_item[users, None]
+    target_index = np.where(matches.any(1), matches.argmax(1), -1)
+    return to_tensors(observations), target_index
+
+
+def validation_scorer(state: PipelineState) -> Callable[[RerankPolicy], float]:
+    """Return a function from a policy to its validation NDCG@10 (the scorer the REINFORCE trainer selects with)."""
+    observations, target_index = validation_observations(state)
+
+    def score(policy: RerankPolicy) -> float:
+        return validation_ndcg(policy, observations, target_index)
+
+    return score
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,10 +352,13 @@ def train_rerankers(state: PipelineState, total_steps: int, seed: int, log: Call
     algorithms = [settings.algorithm] + ([a for a in ("reinforce_topk", "ppo") if a != settings.algorithm] if settings.train_both else [])
     results = {}
     for algorithm in algorithms:
-        trainer = train_reinforce_topk if algorithm == "reinforce_topk" else train_ppo
         # The configured algorithm logs under the standard tags; the other one under "ALGORITHM/TAG".
         prefixed = None if log is None else (lambda step, row, a=algorithm: log(step, {k if a == settings.algorithm else f"{a}/{k}": v for k, v in row.items()}))
-        results[algorithm] = trainer(state.make_env, settings, total_steps, seed, prefixed)
+        if algorithm == "reinforce_topk":
+            validate = validation_scorer(state) if settings.select_on_validation else None
+            results[algorithm] = train_reinforce_topk(state.make_env, settings, total_steps, seed, prefixed, validate)
+        else:
+            results[algorithm] = train_ppo(state.make_env, settings, total_steps, seed, prefixed)
         state.policies[algorithm] = results[algorithm].policy
     return results
 

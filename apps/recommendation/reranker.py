@@ -9,7 +9,10 @@ Two trainers share one policy network:
   logged slates with the user state's gradient stopped, estimates beta. Each shown item a gets the
   gradient ``min(pi(a|s)/beta(a|s), cap) * lambda_K(s, a) * A * grad log pi(a|s)`` with
   ``lambda_K = K (1 - pi(a|s))^(K-1)``, which accounts for K items being shown at once. A is the
-  item's click minus its slate's mean and its slot's mean offset.
+  item's click minus its slate's mean and its slot's mean offset. Two safeguards keep the ranking
+  near the base model's accuracy: a KL penalty ``kl_coef * KL(pi(.|s) || softmax(2 * base_z))``
+  towards the untrained policy, which ranks like the base model, and a choice of the returned
+  iterate on the validation split (see :func:`select_iterate`).
 - PPO on the slate's Plackett-Luce log-probability, with ``shared.buffers.compute_gae`` and the
   clipped objective ``shared.agents.ppo.ppo_loss``.
 """
@@ -34,6 +37,8 @@ logger = logging.getLogger("scenariolab.apps.recommendation.reranker")
 
 # Logit of a candidate the env will not show; finite so that softmax * log_softmax stays 0, not NaN.
 UNAVAILABLE_LOGIT = -1e9
+# The policy's weight on the base z-score at initialisation: the untrained policy is softmax(2 * base_z).
+INITIAL_BASE_WEIGHT = 2.0
 
 
 class RerankerSettings(BaseModel):
@@ -50,6 +55,10 @@ class RerankerSettings(BaseModel):
     behaviour: Literal["policy", "base"] = Field("policy", description="REINFORCE: who logs the sessions; 'policy' samples slates from the policy as it was when the batch was collected, 'base' from softmax(base z-score / behaviour_temperature).")
     behaviour_temperature: float = Field(1.0, gt=0, description="REINFORCE with behaviour 'base': temperature of the logging softmax over base z-scores.")
     weight_cap: float = Field(10.0, gt=0, description="REINFORCE: cap on the importance weight pi/beta.")
+    kl_coef: float = Field(10.0, ge=0, description="REINFORCE: weight of the penalty KL(pi(.|s) || softmax(2 * base z-score)) per logged state, which pulls the candidate distribution towards the base ranking's; 0 turns it off.")
+    select_on_validation: bool = Field(True, description="REINFORCE: return the checked iterate with the highest training return among those whose validation NDCG@10 is at least valid_ndcg_ratio x the base ranking's (the untrained policy when none is).")
+    validation_interval: int = Field(10, ge=1, description="REINFORCE with select_on_validation: iterations (batches) between validation checks.")
+    valid_ndcg_ratio: float = Field(0.95, ge=0, le=1, description="REINFORCE with select_on_validation: lowest allowed validation NDCG@10 as a fraction of the base ranking's.")
     epochs_per_batch: int = Field(4, ge=1, description="Gradient steps per collected batch (PPO and REINFORCE).")
     gae_lambda: float = Field(0.95, ge=0, le=1)
     clip_coef: float = Field(0.2, gt=0)
@@ -72,7 +81,7 @@ class RerankPolicy(nn.Module):
         self.score = nn.Sequential(nn.Linear(3 * hidden + 3, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         nn.init.zeros_(self.score[-1].weight)
         nn.init.zeros_(self.score[-1].bias)
-        self.base_weight = nn.Parameter(torch.tensor(2.0))
+        self.base_weight = nn.Parameter(torch.tensor(INITIAL_BASE_WEIGHT))
         self.shown_weight = nn.Parameter(torch.tensor(0.0))
         self.value = nn.Sequential(nn.Linear(hidden + 2, hidden), nn.Tanh(), nn.Linear(hidden, 1))
         # The behaviour head estimates the logging policy beta for the off-policy correction. It
@@ -167,11 +176,60 @@ def _discounted(rewards: list[float], gamma: float) -> np.ndarray:
     return returns
 
 
-def train_reinforce_topk(make_env: Callable[[], RecommendationSessionEnv], settings: RerankerSettings, total_steps: int, seed: int, log: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Train with off-policy REINFORCE and the top-K correction on sessions logged by a behaviour policy."""
-    # Limitation: the gain over the base ranking varies with the training seed and the budget.
-    # At 20000 steps, seeds 0, 1 and 2 gained 20%, 32% and 50% in simulated return per session,
-    # and 8000 steps with seed 0 gained 8.8%. Most of it comes from ranking skipped items lower.
+def kl_to_base(logits: torch.Tensor, base_scores: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """Return KL(softmax(logits) || softmax(INITIAL_BASE_WEIGHT * base_scores)) per row (B,), over available candidates."""
+    reference = (INITIAL_BASE_WEIGHT * base_scores).masked_fill(available < 0.5, UNAVAILABLE_LOGIT)
+    log_pi = torch.log_softmax(logits, dim=1)
+    return (log_pi.exp() * (log_pi - torch.log_softmax(reference, dim=1))).sum(1)
+
+
+@torch.no_grad()
+def validation_ndcg(policy: RerankPolicy, observations: dict[str, torch.Tensor], target_index: np.ndarray, k: int = 10) -> float:
+    """Return mean NDCG@k of the policy's ranking of each user's candidates against one held-out item.
+
+    ``target_index`` is the held-out item's candidate index per user, -1 when it is not a candidate
+    (no hit). Ties count against the held-out item, as in ``apps.recommendation.metrics``.
+    """
+    was_training = policy.training
+    policy.eval()
+    logits, _ = policy(observations)
+    policy.train(was_training)
+    present = torch.from_numpy(target_index >= 0)
+    index = torch.from_numpy(np.maximum(target_index, 0)).unsqueeze(1)
+    target = logits.gather(1, index)
+    rank = (logits > target).sum(1) + (logits == target).sum(1)
+    gain = torch.where(present & (rank <= k), 1.0 / torch.log2(rank.double() + 1.0), torch.zeros_like(rank, dtype=torch.float64))
+    return float(gain.mean()) if len(target_index) else 0.0
+
+
+def select_iterate(returns: list[float], valid_ndcgs: list[float], floor: float) -> int | None:
+    """Return the index of the highest return among checks whose validation NDCG is >= floor, or None."""
+    feasible = [index for index, ndcg in enumerate(valid_ndcgs) if ndcg >= floor]
+    if not feasible:
+        return None
+    return max(feasible, key=lambda index: returns[index])
+
+
+def train_reinforce_topk(
+    make_env: Callable[[], RecommendationSessionEnv],
+    settings: RerankerSettings,
+    total_steps: int,
+    seed: int,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+    validate: Callable[[RerankPolicy], float] | None = None,
+) -> TrainResult:
+    """Train with off-policy REINFORCE and the top-K correction on sessions logged by a behaviour policy.
+
+    ``validate`` maps a policy to its validation NDCG@10. With it and ``select_on_validation``, the
+    policy is checked every ``validation_interval`` iterations. A check qualifies when its
+    validation NDCG@10 is at least ``valid_ndcg_ratio`` times the untrained policy's, which ranks
+    like the base model. The returned iterate is the qualifying check with the highest mean
+    training return since the check before it, or the untrained policy when none qualifies.
+    """
+    # Limitation: the NDCG@10 floor is enforced on the validation split (about 600 users, of whom
+    # only about 100 have the validation item among the candidates), so it is noisy and does not
+    # bind on test. Over 5 training seeds at 20000 steps the return gain was +29% to +45%, and
+    # test NDCG@10 changed by -9.3% to +29% against the base ranking (+14% on average).
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     env = make_env()
@@ -182,9 +240,19 @@ def train_reinforce_topk(make_env: Callable[[], RecommendationSessionEnv], setti
     steps = 0
     history: list[dict[str, float]] = []
     start = time.perf_counter()
+    selecting = validate is not None and settings.select_on_validation
+    if selecting:
+        base_valid_ndcg = validate(policy)
+        floor = settings.valid_ndcg_ratio * base_valid_ndcg
+        checked_states: list[dict[str, torch.Tensor]] = [policy_state(policy)]
+        checked_returns: list[float] = [-np.inf]
+        checked_ndcgs: list[float] = [base_valid_ndcg]
+        window_returns: list[float] = []
+    iteration = 0
     while steps < total_steps:
         observations, slates, returns, session_returns = _log_sessions(env, policy, settings, slate_size, rng)
         steps += len(observations)
+        iteration += 1
         batch = to_tensors(observations)
         slate_t = torch.from_numpy(np.stack(slates))
         return_t = torch.from_numpy(np.concatenate(returns)).float()
@@ -209,8 +277,9 @@ def train_reinforce_topk(make_env: Callable[[], RecommendationSessionEnv], setti
             weight = torch.clamp(pi / beta.clamp(min=1e-8), max=settings.weight_cap)
             lambda_k = slate_size * (1.0 - pi).pow(slate_size - 1)
             policy_loss = -(weight * lambda_k * advantage * log_pi).sum(1).mean()
+            kl = kl_to_base(logits, batch["base_scores"], batch["available"]).mean()
             optimizer.zero_grad()
-            (policy_loss + behaviour_loss).backward()
+            (policy_loss + settings.kl_coef * kl + behaviour_loss).backward()
             nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
             optimizer.step()
         row = {
@@ -219,11 +288,36 @@ def train_reinforce_topk(make_env: Callable[[], RecommendationSessionEnv], setti
             "losses/behaviour_loss": float(behaviour_loss.detach()),
             "reinforce/importance_weight_mean": float(weight.mean()),
             "reinforce/lambda_k_mean": float(lambda_k.mean()),
+            "reinforce/kl_to_base": float(kl.detach()),
         }
+        if selecting:
+            window_returns.extend(session_returns)
+            if iteration % settings.validation_interval == 0 or steps >= total_steps:
+                # The sessions logged since the last check, by the slightly older policies that
+                # led to this iterate, estimate its return.
+                # NOTE: the final check's window can be shorter than validation_interval
+                # iterations, so its return estimate is noisier than the others'.
+                checked_states.append(policy_state(policy))
+                checked_returns.append(float(np.mean(window_returns)))
+                checked_ndcgs.append(validate(policy))
+                window_returns = []
+                row["eval/valid_ndcg@10"] = checked_ndcgs[-1]
+                row["eval/valid_ndcg@10_base"] = base_valid_ndcg
+                row["reinforce/window_return"] = checked_returns[-1]
         history.append({"global_step": steps, **row})
         if log is not None:
             log(steps, row)
     env.close()
+    if selecting:
+        # Check 0, the untrained policy, always meets the floor (valid_ndcg_ratio <= 1) and has
+        # return -inf, so it is kept only when no trained check qualifies.
+        chosen = select_iterate(checked_returns, checked_ndcgs, floor) or 0
+        policy.load_state_dict(checked_states[chosen])
+        logger.info("REINFORCE: kept check %d of %d (validation NDCG@10 %.4f vs base %.4f, window return %.3f)", chosen, len(checked_states) - 1, checked_ndcgs[chosen], base_valid_ndcg, checked_returns[chosen])
+        selected = {"eval/selected_check": float(chosen), "eval/selected_valid_ndcg@10": checked_ndcgs[chosen]}
+        history[-1].update(selected)
+        if log is not None:
+            log(steps, selected)
     return TrainResult(policy.eval(), history, time.perf_counter() - start)
 
 
