@@ -41,6 +41,33 @@ def only_line(stderr: str) -> str:
     return lines[0]
 
 
+# Smoke budgets from scenarios/defaults/atari_{dqn,ppo}.yaml; breakout_dqn has its own test below.
+# Double DQN is the dqn agent with its double_q option on.
+SMOKE_RUNS = [
+    ("pong_dqn", "dqn", 400),
+    ("pong_double_dqn", "dqn", 400),
+    ("pong_ppo", "ppo", 1024),
+    ("breakout_double_dqn", "dqn", 400),
+    ("breakout_ppo", "ppo", 1024),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scenario", "agent", "smoke_steps"), SMOKE_RUNS, ids=[row[0] for row in SMOKE_RUNS])
+def test_atari_scenario_smoke_run(tmp_path, scenario, agent, smoke_steps):
+    learning_starts = ["--set", "agent.learning_starts=200"] if agent == "dqn" else []  # so DQN also trains
+    result = scenariolab("run", scenario, "--budget", "smoke", "--out", str(tmp_path), "--no-progress", *learning_starts, *SHORT_EVAL)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / scenario).iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["scenario"] == scenario
+    assert metrics["agent"] == agent
+    assert metrics["episodes"] == 1
+    assert metrics["train_steps"] >= smoke_steps
+    assert 1 <= metrics["metrics"]["episode_length_mean"] <= 100
+    assert (run_dir / "checkpoints" / "latest.safetensors").exists()
+
+
 @pytest.mark.slow
 def test_breakout_dqn_smoke_run_and_eval(tmp_path):
     result = scenariolab(
