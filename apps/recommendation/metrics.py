@@ -36,6 +36,12 @@ def accuracy_at_k(rank: float, k: int) -> dict[str, float]:
     }
 
 
+def held_out_ndcg(scores: np.ndarray, target_index: int, k: int) -> float:
+    """Return NDCG@k of the held-out item at ``scores[target_index]``, or 0 when target_index is -1 (not scored)."""
+    rank = float(pessimistic_rank(scores, target_index)) if target_index >= 0 else float("inf")
+    return accuracy_at_k(rank, k)[f"ndcg@{k}"]
+
+
 def intra_list_distance(vectors: np.ndarray) -> float:
     """Return the mean pairwise cosine distance (1 - cos) of the rows of ``vectors``."""
     if len(vectors) < 2:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from apps.recommendation.candidates import MODEL_NAMES, CandidateSet, CandidateSettings, train_base_model
 from apps.recommendation.data import DataSpec, SplitDataset, load_dataset
 from apps.recommendation.encoder import EncoderSettings, finetune_lora, item_embeddings
-from apps.recommendation.metrics import ranking_metrics
+from apps.recommendation.metrics import held_out_ndcg, ranking_metrics
 from apps.recommendation.reranker import Reranker, RerankerSettings, RerankPolicy, TrainResult, load_policy, policy_state, to_tensors, train_ppo, train_reinforce_topk, validation_ndcg
 from apps.recommendation.simulator import PreferenceModel, PreferenceSettings, RecommendationSessionEnv, SimulatorSettings, SimulatorWorld, scores_from_order, user_profiles
 from shared.checkpoints import load_checkpoint, save_checkpoint
@@ -207,9 +207,7 @@ def text_similarity_validation(data: SplitDataset, embeddings: np.ndarray, k: in
     for user in users:
         scores = embeddings @ profiles[user]
         scores[histories[user]] = -np.inf
-        target = scores[data.valid_item[user]]
-        rank = int(np.sum(scores > target)) + int(np.sum(scores == target))
-        total += 1.0 / np.log2(rank + 1.0) if rank <= k else 0.0
+        total += held_out_ndcg(scores, int(data.valid_item[user]), k)
     return float(total / max(len(users), 1))
 
 

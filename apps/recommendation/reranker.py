@@ -29,6 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from apps.recommendation.metrics import held_out_ndcg
 from apps.recommendation.simulator import RecommendationSessionEnv, scores_from_order
 from shared.agents.ppo import ppo_loss
 from shared.buffers import compute_gae
@@ -188,18 +189,14 @@ def validation_ndcg(policy: RerankPolicy, observations: dict[str, torch.Tensor],
     """Return mean NDCG@k of the policy's ranking of each user's candidates against one held-out item.
 
     ``target_index`` is the held-out item's candidate index per user, -1 when it is not a candidate
-    (no hit). Ties count against the held-out item, as in ``apps.recommendation.metrics``.
+    (no hit). Ties count against the held-out item (``apps.recommendation.metrics.pessimistic_rank``).
     """
     was_training = policy.training
     policy.eval()
     logits, _ = policy(observations)
     policy.train(was_training)
-    present = torch.from_numpy(target_index >= 0)
-    index = torch.from_numpy(np.maximum(target_index, 0)).unsqueeze(1)
-    target = logits.gather(1, index)
-    rank = (logits > target).sum(1) + (logits == target).sum(1)
-    gain = torch.where(present & (rank <= k), 1.0 / torch.log2(rank.double() + 1.0), torch.zeros_like(rank, dtype=torch.float64))
-    return float(gain.mean()) if len(target_index) else 0.0
+    gains = [held_out_ndcg(row, int(index), k) for row, index in zip(logits.numpy(), target_index)]
+    return float(np.mean(gains)) if gains else 0.0
 
 
 def select_iterate(returns: list[float], valid_ndcgs: list[float], floor: float) -> int | None:

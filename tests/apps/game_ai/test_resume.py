@@ -54,6 +54,14 @@ def run_state(stem: Path) -> tuple[dict, dict]:
     return metadata, unflatten_state(metadata["state"], tensors)
 
 
+def smoke_run(tmp_path: Path, scenario: str, name: str, settings: list[str]) -> tuple[Path, dict, dict]:
+    """Train ``scenario`` at the smoke budget; return its run folder and its latest checkpoint's run_state."""
+    result = scenariolab("run", scenario, "--budget", "smoke", "--out", str(tmp_path), "--no-progress", *settings)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / name).iterdir()
+    return (run_dir, *run_state(run_dir / "checkpoints" / "latest"))
+
+
 def adam_steps(state: dict) -> set[int]:
     """The optimiser step counts of every parameter in an Adam state dict."""
     return {int(entry["step"]) for entry in state["optimizer"]["state"].values()}
@@ -103,10 +111,7 @@ def test_online_elo_counts_pool_and_scripted_games(one_torch_thread):
 
 @pytest.mark.slow
 def test_connect_four_cli_resumes_to_larger_budget(tmp_path):
-    first = scenariolab("run", C4, "--budget", "smoke", "--out", str(tmp_path), "--no-progress", *C4_SETTINGS)
-    assert first.returncode == 0, first.stderr
-    (run_dir,) = (tmp_path / "connect_four_selfplay").iterdir()
-    before, state_before = run_state(run_dir / "checkpoints" / "latest")
+    run_dir, before, state_before = smoke_run(tmp_path, C4, "connect_four_selfplay", C4_SETTINGS)
     # 16 games x 8 learner moves = 128 learner moves per update, about 250 plies with the replies.
     assert 1000 <= before["global_step"] < 1300
     assert state_before["counters"] == {"global_step": before["global_step"], "updates": before["updates"]}
@@ -168,10 +173,7 @@ def test_resume_of_weights_only_checkpoint_exits_2(tmp_path):
 
 @pytest.mark.slow
 def test_pistonball_cli_resumes_to_larger_budget(tmp_path):
-    first = scenariolab("run", PISTONBALL, "--budget", "smoke", "--out", str(tmp_path), "--no-progress", *PISTONBALL_SETTINGS)
-    assert first.returncode == 0, first.stderr
-    (run_dir,) = (tmp_path / "pistonball_ppo").iterdir()
-    before, state_before = run_state(run_dir / "checkpoints" / "latest")
+    run_dir, before, state_before = smoke_run(tmp_path, PISTONBALL, "pistonball_ppo", PISTONBALL_SETTINGS)
     # 4 envs x 64 steps per update; smoke is 512 steps.
     assert (before["global_step"], before["updates"]) == (512, 2)
     # 10 pistons x 256 steps = 2560 rows, 4 epochs x 4 minibatches per update.
