@@ -71,6 +71,9 @@ def init_distributed(device: str = "cpu") -> DistributedContext:
     NOTE: only the gloo (CPU) path has been run; the NCCL path is untested.
     """
     global _context, _shared_memory
+    allreduce_choice = os.environ.get(ALLREDUCE_VARIABLE, "")
+    if allreduce_choice not in ("", "gloo"):
+        raise ScenarioError(located(None, ALLREDUCE_VARIABLE, f"invalid value {allreduce_choice!r}; set it to 'gloo' or leave it unset"))
     missing = [name for name in TORCHRUN_VARIABLES if name not in os.environ]
     if missing:
         raise ScenarioError(located(None, "--distributed", f"{', '.join(missing)} not set; launch with `torchrun --nproc-per-node K -m shared.cli run SCENARIO --distributed`"))
@@ -84,7 +87,7 @@ def init_distributed(device: str = "cpu") -> DistributedContext:
     rank, world_size = dist.get_rank(), dist.get_world_size()
     local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     allreduce = backend
-    if backend == "gloo" and os.environ.get(ALLREDUCE_VARIABLE, "") != "gloo" and shared_memory_allreduce.supported(world_size, local_world_size):
+    if backend == "gloo" and allreduce_choice != "gloo" and shared_memory_allreduce.supported(world_size, local_world_size):
         _shared_memory = shared_memory_allreduce.SharedMemoryAllReduce(rank, world_size, timeout_seconds=PROCESS_GROUP_TIMEOUT.total_seconds())
         allreduce = "shared_memory"
     _context = DistributedContext(rank, world_size, local_rank, backend, allreduce)

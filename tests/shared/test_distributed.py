@@ -72,6 +72,16 @@ def test_distributed_without_torchrun_exits_2(tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_invalid_allreduce_variable_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SCENARIOLAB_ALLREDUCE", "nccl")
+    status = main(["run", "scenarios/classic/cartpole_ppo.yaml", "--budget", "smoke", "--distributed", "--out", str(tmp_path)])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert status == 2
+    assert len(lines) == 1
+    assert "SCENARIOLAB_ALLREDUCE: invalid value 'nccl'; set it to 'gloo' or leave it unset" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("allreduce", ["", "gloo"], ids=["shared_memory", "gloo"])
 def test_ranks_keep_identical_weights(tmp_path, allreduce):
