@@ -170,9 +170,10 @@ class RunningMeanStd(nn.Module):
         if len(batch) == 0:
             return
         batch_t = torch.as_tensor(batch, dtype=torch.float64)
-        batch_mean = batch_t.mean(dim=0)
-        batch_var = batch_t.var(dim=0, unbiased=False)
-        batch_count = batch_t.shape[0]
+        self.update_from_moments(batch_t.mean(dim=0), batch_t.var(dim=0, unbiased=False), batch_t.shape[0])
+
+    def update_from_moments(self, batch_mean: torch.Tensor, batch_var: torch.Tensor, batch_count: float) -> None:
+        """Fold a batch given by its mean, population variance and size into the statistics."""
         delta = batch_mean - self.mean
         total = self.count + batch_count
         new_mean = self.mean + delta * batch_count / total

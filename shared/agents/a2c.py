@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shared.agents.base import Agent, AgentConfig, Capabilities
+from shared.agents.base import Agent, AgentConfig, Capabilities, RolloutObservationStats
 from shared.agents.policies import ActorCritic, clip_to_box
 from shared.buffers import compute_gae
 from shared.rollout import VectorCollector
@@ -104,9 +104,10 @@ class A2C(Agent):
         terminations = np.zeros((steps, envs), dtype=np.float32)
         dones = np.zeros((steps, envs), dtype=np.float32)
         valid = np.zeros((steps, envs), dtype=bool)
+        observation_stats = RolloutObservationStats(policy.normalizer.stats, self) if config.normalize_observation else None
         for t in range(steps):
-            if config.normalize_observation:
-                policy.normalizer.stats.update(collector.obs[~collector.prev_done])
+            if observation_stats is not None:
+                observation_stats.update(collector.obs[~collector.prev_done])
             action, log_prob, entropy, value = policy.action_and_value(torch.as_tensor(collector.obs, device=self.device))
             step = collector.step(clip_to_box(action.detach().cpu().numpy(), self.action_space))
             log_probs.append(log_prob)
@@ -116,6 +117,8 @@ class A2C(Agent):
             terminations[t] = step.terminated
             dones[t] = step.terminated | step.truncated
             valid[t] = step.valid
+        if observation_stats is not None:
+            observation_stats.finish()
         with torch.no_grad():
             last_value = policy.value(torch.as_tensor(collector.obs, device=self.device)).cpu().numpy()
 

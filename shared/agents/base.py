@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -12,6 +13,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from shared.networks import RunningMeanStd
     from shared.rollout import VectorCollector
 
 
@@ -99,14 +101,26 @@ class Agent(ABC):
         Ranks count different numbers of valid steps, because their episodes end at different
         times. Schedules therefore use the mean over ranks, or their learning rates would drift apart.
         """
-        steps = float(global_step)
-        if self.distributed():
-            from shared.distributed import all_reduce_sum
+        (total,) = self.sum_over_ranks([float(global_step)])
+        return total / self.world_size() / self.total_steps
 
-            total = torch.tensor([steps], dtype=torch.float64)
-            all_reduce_sum(total)
-            steps = float(total.item()) / torch.distributed.get_world_size()
-        return steps / self.total_steps
+    def sum_over_ranks(self, values: Sequence[float] | np.ndarray) -> list[float]:
+        """Return ``values`` summed element-wise over ranks under torch.distributed, else unchanged.
+
+        Every decision that sets how many collective calls follow (an early stop on the KL, a
+        schedule, a statistic that feeds the loss) goes through here, so that all ranks agree.
+        """
+        if not self.distributed():
+            return [float(value) for value in np.asarray(values, dtype=np.float64)]
+        from shared.distributed import all_reduce_sum
+
+        tensor = torch.as_tensor(np.asarray(values, dtype=np.float64)).clone()
+        all_reduce_sum(tensor)
+        return tensor.tolist()
+
+    def world_size(self) -> int:
+        """Return the number of ranks under torch.distributed, else 1."""
+        return torch.distributed.get_world_size() if self.distributed() else 1
 
     @staticmethod
     def distributed() -> bool:
@@ -155,3 +169,47 @@ class Agent(ABC):
         if caps.observation == "box" and not isinstance(observation_space, gym.spaces.Box):
             return f"{cls.name} needs a Box observation space, not {type(observation_space).__name__}"
         return None
+
+
+class RolloutObservationStats:
+    """Feeds a rollout's new observations into the running statistics of an observation normaliser.
+
+    In one process this is ``stats.update`` per step. Under torch.distributed each rank also folds
+    in its own observations as it steps, so its rollout acts as one process would, and
+    :meth:`finish` then sets the statistics of every rank to those of all ranks' observations: the
+    ranks keep equal weights, so they must normalise their inputs equally too.
+    """
+
+    def __init__(self, stats: "RunningMeanStd", agent: Agent) -> None:
+        self.stats = stats
+        self.agent = agent
+        self.distributed = agent.distributed()
+        self.start = [stats.mean.clone(), stats.var.clone(), stats.count.clone()] if self.distributed else []
+        self.count = 0
+        self.total = np.zeros(stats.mean.shape, dtype=np.float64)
+        self.total_squares = np.zeros(stats.mean.shape, dtype=np.float64)
+
+    def update(self, obs: np.ndarray) -> None:
+        """Fold one step's new observations (first axis = envs) into the statistics."""
+        self.stats.update(obs)
+        if self.distributed and len(obs):
+            batch = np.asarray(obs, dtype=np.float64)
+            self.count += len(batch)
+            self.total += batch.sum(axis=0)
+            self.total_squares += np.square(batch).sum(axis=0)
+
+    def finish(self) -> None:
+        """Under torch.distributed, replace each rank's statistics by those of all ranks' observations."""
+        if not self.distributed:
+            return
+        size = self.total.size
+        summed = np.asarray(self.agent.sum_over_ranks(np.concatenate([[float(self.count)], self.total.ravel(), self.total_squares.ravel()])))
+        for buffer, value in zip((self.stats.mean, self.stats.var, self.stats.count), self.start):
+            buffer.copy_(value)
+        count = summed[0]
+        if count == 0:
+            return
+        mean = summed[1 : 1 + size] / count
+        variance = np.maximum(summed[1 + size :] / count - np.square(mean), 0.0)
+        shape = self.stats.mean.shape
+        self.stats.update_from_moments(torch.as_tensor(mean.reshape(shape)), torch.as_tensor(variance.reshape(shape)), count)

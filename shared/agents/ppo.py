@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shared.agents.base import Agent, AgentConfig, Capabilities
+from shared.agents.base import Agent, AgentConfig, Capabilities, RolloutObservationStats
 from shared.agents.policies import ActorCritic, clip_to_box
 from shared.agents.manual_gradients import LossSettings, MLPPPOGradients, NumpySampler, supports, twin_parameter_order
 from shared.buffers import compute_gae
@@ -222,10 +222,11 @@ class PPO(Agent):
         dones = np.zeros((steps, envs), dtype=np.float32)
         valid = np.zeros((steps, envs), dtype=bool)
         sampler = NumpySampler.build(policy, self.sample_rng) if self.manual is not None else None
+        observation_stats = RolloutObservationStats(policy.normalizer.stats, self) if config.normalize_observation else None
         for t in range(steps):
             obs_buffer[t] = collector.obs
-            if config.normalize_observation:
-                policy.normalizer.stats.update(collector.obs[~collector.prev_done])  # final observations were counted on the step before
+            if observation_stats is not None:
+                observation_stats.update(collector.obs[~collector.prev_done])  # final observations were counted on the step before
             if sampler is not None:
                 actions[t], log_probs[t], values[t] = sampler.sample(collector.obs)
             else:
@@ -238,6 +239,8 @@ class PPO(Agent):
             rewards[t] = self.reward_scaler.scale(step.rewards, ended, step.valid) if config.normalize_reward else step.rewards
             terminations[t] = step.terminated
             dones[t] = ended
+        if observation_stats is not None:
+            observation_stats.finish()
         with torch.no_grad():
             last_value = policy.value(torch.as_tensor(collector.obs, device=self.device)).cpu().numpy()
 
@@ -278,8 +281,11 @@ class PPO(Agent):
                 self.optimizer.clip_grad_norm_(config.max_grad_norm)
                 self.optimizer.step()
                 stats.append(torch.stack([parts[name] for name in PART_NAMES]))
-            if config.target_kl is not None and float(torch.stack(stats[-minibatches:])[:, PART_NAMES.index("approx_kl")].mean()) > config.target_kl:
-                break
+            if config.target_kl is not None:
+                # The ranks stop together on their mean KL, or one would wait for the others' gradients forever.
+                (kl_sum,) = self.sum_over_ranks([float(torch.stack(stats[-minibatches:])[:, PART_NAMES.index("approx_kl")].mean())])
+                if kl_sum / self.world_size() > config.target_kl:
+                    break
 
         explained_variance = _explained_variance(values.reshape(-1)[flat_valid], returns.reshape(-1)[flat_valid])
         means = torch.stack(stats).mean(dim=0).tolist()

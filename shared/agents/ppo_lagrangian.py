@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shared.agents.base import Capabilities
+from shared.agents.base import Capabilities, RolloutObservationStats
 from shared.agents.policies import clip_to_box
 from shared.agents.ppo import PPO, PPOConfig, _explained_variance, ppo_loss
 from shared.buffers import compute_gae
@@ -148,10 +148,11 @@ class PPOLagrangian(PPO):
         dones = np.zeros((steps, envs), dtype=np.float32)
         valid = np.zeros((steps, envs), dtype=bool)
         finished_costs: list[float] = []
+        observation_stats = RolloutObservationStats(policy.normalizer.stats, self) if config.normalize_observation else None
         for t in range(steps):
             obs_buffer[t] = collector.obs
-            if config.normalize_observation:
-                policy.normalizer.stats.update(collector.obs[~collector.prev_done])  # final observations were counted on the step before
+            if observation_stats is not None:
+                observation_stats.update(collector.obs[~collector.prev_done])  # final observations were counted on the step before
             with torch.no_grad():
                 obs_t = torch.as_tensor(collector.obs, device=self.device)
                 action, log_prob, _, value = policy.action_and_value(obs_t)
@@ -171,14 +172,19 @@ class PPOLagrangian(PPO):
             for env in np.flatnonzero(ended & step.valid):
                 finished_costs.append(float(self._running_costs[env]))
                 self._running_costs[env] = 0.0
+        if observation_stats is not None:
+            observation_stats.finish()
         with torch.no_grad():
             last_obs = torch.as_tensor(collector.obs, device=self.device)
             last_value = policy.value(last_obs).cpu().numpy()
             last_cost_value = self._cost_value(last_obs).cpu().numpy()
 
-        # Multiplier step on this rollout's finished episodes (the previous estimate when none finished).
-        if finished_costs:
-            self.episode_cost_estimate = float(np.mean(finished_costs))
+        # Multiplier step on this rollout's finished episodes (the previous estimate when none
+        # finished). Under torch.distributed the estimate pools every rank's episodes, so the
+        # ranks' multipliers stay equal.
+        cost_sum, episodes = self.sum_over_ranks([float(np.sum(finished_costs)), float(len(finished_costs))])
+        if episodes > 0:
+            self.episode_cost_estimate = cost_sum / episodes
         multiplier = self.lagrange.update(self.episode_cost_estimate, config.cost_limit)
 
         advantages, returns = compute_gae(rewards, values, terminations, dones, valid, last_value, config.gamma, config.gae_lambda)
@@ -200,12 +206,12 @@ class PPOLagrangian(PPO):
         b_cost_advantages = b_cost_advantages - b_cost_advantages.mean()
 
         count = len(flat_valid)
-        minibatch_size = max(count // config.num_minibatches, 1)
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": [], "cost_value_loss": []}
         for _epoch in range(config.update_epochs):
+            # Exactly num_minibatches minibatches, whatever the number of valid steps: under
+            # torch.distributed every rank must take the same number of gradient steps.
             order = torch.randperm(count)
-            for start in range(0, count, minibatch_size):
-                index = order[start : start + minibatch_size]
+            for index in order.tensor_split(min(config.num_minibatches, count)):
                 _, new_log_prob, entropy, new_value = policy.action_and_value(b_obs[index], b_actions[index])
                 reward_advantages = b_advantages[index]
                 if config.norm_adv and len(index) > 1:
@@ -225,8 +231,10 @@ class PPOLagrangian(PPO):
                 for key, value in parts.items():
                     stats[key].append(float(value))
                 stats["cost_value_loss"].append(float(cost_value_loss.detach()))
-            if config.target_kl is not None and stats["approx_kl"] and np.mean(stats["approx_kl"][-config.num_minibatches :]) > config.target_kl:
-                break
+            if config.target_kl is not None:
+                (kl_sum,) = self.sum_over_ranks([float(np.mean(stats["approx_kl"][-config.num_minibatches :]))])
+                if kl_sum / self.world_size() > config.target_kl:
+                    break
 
         logs = {f"losses/{key}": float(np.mean(v)) for key, v in stats.items() if v}
         logs["losses/explained_variance"] = _explained_variance(values.reshape(-1)[flat_valid], returns.reshape(-1)[flat_valid])

@@ -16,8 +16,10 @@ from shared.scenario import load_scenario
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
-# Runs under torchrun: every rank trains 3 PPO iterations on its own envs, then rank 0 prints the
-# largest difference between its weights and rank 1's.
+# Runs under torchrun: every rank trains 3 iterations on its own envs, then rank 0 prints the
+# largest difference between its agent's state (weights, optimiser-free buffers such as the
+# observation statistics, the Lagrange multiplier) and rank 1's. The scenario and its --set
+# overrides come from the command line.
 SYNC_SCRIPT = """
 import sys
 import torch
@@ -29,7 +31,7 @@ from shared.scenario import load_scenario
 from shared.training import seed_everything
 
 context = init_distributed("cpu")
-loaded = load_scenario(sys.argv[1], [])
+loaded = load_scenario(sys.argv[1], sys.argv[2:])
 kind = get_kind(loaded.scenario.kind)
 seed = rank_seed(0, context.rank)
 seed_everything(seed)
@@ -38,8 +40,9 @@ agent = kind.build_agent(loaded, envs, 2048, seed)
 broadcast_agent(agent)
 collector = VectorCollector(envs, seed)
 for _ in range(3):
-    agent.train_iteration(collector)
-flat = torch.cat([t.detach().flatten().double() for t in agent.policy.state_dict().values()])
+    logs = agent.train_iteration(collector)
+state = [tensor for name, module in sorted(agent.modules().items()) for tensor in module.state_dict().values()]
+flat = torch.cat([tensor.detach().flatten().double() for tensor in state])
 gathered = [torch.zeros_like(flat) for _ in range(context.world_size)]
 dist.all_gather(gathered, flat)
 if context.is_main:
@@ -47,39 +50,36 @@ if context.is_main:
 shutdown()
 """
 
-
-def test_rank_seeds_are_far_apart():
-    assert rank_seed(7, 0) == 7
-    assert rank_seed(7, 1) == 1_000_007
-    assert rank_seed(7, 3) == 3_000_007
-
-
-def test_rank_budget_rounds_up_equally():
-    assert rank_budget(50_000, 2) == 25_000
-    assert rank_budget(5, 2) == 3
-    assert rank_budget(10, 3) == 4
-    assert rank_budget(2048, 1) == 2048
-
-
-def test_distributed_without_torchrun_exits_2(tmp_path, monkeypatch, capsys):
-    for name in TORCHRUN_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    status = main(["run", "scenarios/classic/cartpole_ppo.yaml", "--budget", "smoke", "--distributed", "--out", str(tmp_path)])
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert status == 2
-    assert len(lines) == 1
-    assert "torchrun" in lines[0]
-    assert list(tmp_path.iterdir()) == []
+# Settings under which the ranks could drift apart or wait on each other. Each rank gathers
+# observation statistics from its own envs and measures the KL for the early stop on its own
+# minibatches. PPO-Lagrangian on short highway episodes adds a multiplier fed by each rank's
+# finished episodes and a number of valid steps that differs between ranks.
+SYNC_CASES = {
+    "cartpole": ("scenarios/classic/cartpole_ppo.yaml", []),
+    "obs_stats_and_target_kl": (
+        "scenarios/classic/cartpole_ppo.yaml",
+        ["agent.normalize_observation=true", "agent.target_kl=0.002"],
+    ),
+    "ppo_lagrangian": (
+        "scenarios/driving/highway_ppo_lagrangian.yaml",
+        [
+            "env.num_envs=2", "env.config.duration=6", "env.config.vehicles_count=8", "agent.num_steps=16",
+            "agent.update_epochs=2", "agent.normalize_observation=true", "agent.target_kl=0.002",
+        ],
+    ),
+}
 
 
-def test_invalid_allreduce_variable_exits_2(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SCENARIOLAB_ALLREDUCE", "nccl")
-    status = main(["run", "scenarios/classic/cartpole_ppo.yaml", "--budget", "smoke", "--distributed", "--out", str(tmp_path)])
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert status == 2
-    assert len(lines) == 1
-    assert "SCENARIOLAB_ALLREDUCE: invalid value 'nccl'; set it to 'gloo' or leave it unset" in lines[0]
-    assert list(tmp_path.iterdir()) == []
+def run_sync_script(tmp_path: Path, case: str, allreduce: str = "") -> list[str]:
+    """Run SYNC_SCRIPT under torchrun with 2 ranks; return its max_abs_diff lines."""
+    script = tmp_path / "sync.py"
+    script.write_text(SYNC_SCRIPT)
+    scenario, overrides = SYNC_CASES[case]
+    command = [str(TORCHRUN), "--nproc-per-node", "2", "--standalone", str(script), scenario, *overrides]
+    environment = {**os.environ, "SCENARIOLAB_ALLREDUCE": allreduce}
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [line for line in result.stdout.splitlines() if line.startswith("max_abs_diff")]
 
 
 @pytest.mark.slow
@@ -88,14 +88,15 @@ def test_ranks_keep_identical_weights(tmp_path, allreduce):
     # Ranks seed their envs and initial weights differently (without the broadcast the weights
     # differ by about 1 after 3 iterations), so equal weights show that the broadcast and the
     # gradient all-reduce keep them in step.
-    script = tmp_path / "sync.py"
-    script.write_text(SYNC_SCRIPT)
-    command = [str(TORCHRUN), "--nproc-per-node", "2", "--standalone", str(script), "scenarios/classic/cartpole_ppo.yaml"]
-    environment = {**os.environ, "SCENARIOLAB_ALLREDUCE": allreduce}
-    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("max_abs_diff")]
-    assert lines == ["max_abs_diff 0.0"]
+    assert run_sync_script(tmp_path, "cartpole", allreduce) == ["max_abs_diff 0.0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["obs_stats_and_target_kl", "ppo_lagrangian"])
+def test_ranks_agree_on_statistics_and_early_stops(tmp_path, case):
+    # A rank that stopped its epochs early alone would hang in the next all-reduce, so the
+    # subprocess timeout would fail the test. Different statistics show in the state difference.
+    assert run_sync_script(tmp_path, case) == ["max_abs_diff 0.0"]
 
 
 @pytest.mark.slow
