@@ -4,7 +4,7 @@ Target: the 2-process run trains faster (ratio > 1) on a 2-core machine.
 Every side runs `scenariolab run cartpole_ppo` at the default budget (50k steps) as subprocesses,
 alternating, and reads `train_steps / train_seconds` from metrics.json, so start-up and evaluation
 are left out. With `--distributed` each rank steps its own 8 envs, so an update averages 2 x 256
-steps. The data-parallel side runs twice: with the shared-memory all-reduce that ranks on one host
+steps, at twice the learning rate (`--lr-scaling linear`, the default). The data-parallel side runs twice: with the shared-memory all-reduce that ranks on one host
 use by default, and with gloo for every collective (`SCENARIOLAB_ALLREDUCE=gloo`). The ratio
 compares the default against one process.
 Run: `.venv/bin/python benchmarks/distributed_ppo.py [--rounds R] [--processes K]`.

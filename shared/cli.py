@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -122,6 +123,8 @@ def command_run(args: argparse.Namespace) -> int:
     options = RunOptions(budget=args.budget, seed=seed, resume=args.resume is not None, progress=not args.no_progress, distributed=args.distributed)
     if args.distributed:
         return _run_distributed(args, loaded, kind, options)
+    if args.lr_scaling is not None:
+        raise ScenarioError(located(str(loaded.source), "--lr-scaling", "applies only with --distributed under torchrun; drop it for a single process"))
     if args.resume is not None:
         run_dir = RunDir(_find_resume_dir(out, loaded.name, args.resume or None))
         stored = (run_dir.path / "scenario.yaml").read_text(encoding="utf-8") if (run_dir.path / "scenario.yaml").exists() else None
@@ -154,6 +157,7 @@ def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "
         raise ScenarioError(located(source, "kind", f"--distributed supports kinds that train through the shared Gym pipeline, not {loaded.scenario.kind!r}"))
     context = init_distributed(loaded.scenario.device)
     try:
+        loaded = _scale_learning_rate(args, loaded, context.world_size)
         if context.is_main:
             check_writable(Path(args.out))
             run_dir = RunDir.create(Path(args.out), loaded.name, options.seed)
@@ -169,6 +173,32 @@ def _run_distributed(args: argparse.Namespace, loaded: "LoadedScenario", kind: "
             return 130
         _print_summary(summary, run_dir.path)
     return 0
+
+
+# Limitation: the linear rule has been measured with 2 ranks on CartPole only (docs/sweeps.md).
+LR_SCALING = {"linear": float, "sqrt": math.sqrt, "none": lambda world_size: 1.0}
+
+
+def _scale_learning_rate(args: argparse.Namespace, loaded: "LoadedScenario", world_size: int) -> "LoadedScenario":
+    """Return the scenario with its learning rates multiplied for ``world_size`` ranks by the ``--lr-scaling`` rule.
+
+    K ranks average K times the batch per update, so a run of the same budget makes K times fewer
+    updates. The linear rule (Goyal et al. 2017, "Accurate, Large Minibatch SGD") multiplies the
+    step size by K so that those updates cover the same distance. The run folder's scenario.yaml
+    records the rates the ranks used.
+    """
+    from shared.scenario import load_scenario
+
+    factor = LR_SCALING[args.lr_scaling or "linear"](world_size)
+    if factor == 1.0:
+        return loaded
+    config = loaded.agent_config
+    rates = {name: getattr(config, name) for name in ("learning_rate", "value_learning_rate") if hasattr(config, name)}
+    overrides = [f"agent.{name}={rate * factor!r}" for name, rate in rates.items()]
+    scaled = load_scenario(args.scenario, [*args.set, *overrides], args.budget)
+    changes = ", ".join(f"{name} {rate:g} -> {rate * factor:g}" for name, rate in rates.items())
+    logger.info("--lr-scaling %s for %d ranks: %s", args.lr_scaling or "linear", world_size, changes)
+    return scaled
 
 
 def _run_or_clean_up(run_dir, work, keep: bool) -> dict:
@@ -280,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN_DIR", help="continue the latest run of this scenario (or RUN_DIR) from its latest checkpoint")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument("--distributed", action="store_true", help="data-parallel training under torchrun")
+    run.add_argument(
+        "--lr-scaling", choices=sorted(LR_SCALING), default=None,
+        help="with --distributed: multiply the learning rate by the number of ranks (linear, the default), by its square root, or not at all",
+    )
     run.set_defaults(func=command_run)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint and write metrics.json")

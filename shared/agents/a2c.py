@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shared.agents.base import Agent, AgentConfig, Capabilities, RolloutObservationStats
+from shared.agents.base import Agent, AgentConfig, Capabilities, PooledRunningStats
 from shared.agents.policies import ActorCritic, clip_to_box
 from shared.buffers import compute_gae
 from shared.rollout import VectorCollector
@@ -104,7 +104,7 @@ class A2C(Agent):
         terminations = np.zeros((steps, envs), dtype=np.float32)
         dones = np.zeros((steps, envs), dtype=np.float32)
         valid = np.zeros((steps, envs), dtype=bool)
-        observation_stats = RolloutObservationStats(policy.normalizer.stats, self) if config.normalize_observation else None
+        observation_stats = PooledRunningStats(policy.normalizer.stats, self) if config.normalize_observation else None
         for t in range(steps):
             if observation_stats is not None:
                 observation_stats.update(collector.obs[~collector.prev_done])

@@ -171,13 +171,13 @@ class Agent(ABC):
         return None
 
 
-class RolloutObservationStats:
-    """Feeds a rollout's new observations into the running statistics of an observation normaliser.
+class PooledRunningStats:
+    """Feeds a rollout's samples (observations, returns) into running statistics, pooled over ranks.
 
     In one process this is ``stats.update`` per step. Under torch.distributed each rank also folds
-    in its own observations as it steps, so its rollout acts as one process would, and
-    :meth:`finish` then sets the statistics of every rank to those of all ranks' observations: the
-    ranks keep equal weights, so they must normalise their inputs equally too.
+    in its own samples as it steps, so its rollout acts as one process would. :meth:`finish` then
+    gives every rank the statistics of all ranks' samples. The ranks keep equal weights, so they
+    must normalise their inputs and rewards equally too.
     """
 
     def __init__(self, stats: "RunningMeanStd", agent: Agent) -> None:
@@ -189,17 +189,17 @@ class RolloutObservationStats:
         self.total = np.zeros(stats.mean.shape, dtype=np.float64)
         self.total_squares = np.zeros(stats.mean.shape, dtype=np.float64)
 
-    def update(self, obs: np.ndarray) -> None:
-        """Fold one step's new observations (first axis = envs) into the statistics."""
-        self.stats.update(obs)
-        if self.distributed and len(obs):
-            batch = np.asarray(obs, dtype=np.float64)
+    def update(self, batch: np.ndarray) -> None:
+        """Fold one step's samples (first axis = envs) into the statistics."""
+        self.stats.update(batch)
+        if self.distributed and len(batch):
+            batch = np.asarray(batch, dtype=np.float64)
             self.count += len(batch)
             self.total += batch.sum(axis=0)
             self.total_squares += np.square(batch).sum(axis=0)
 
     def finish(self) -> None:
-        """Under torch.distributed, replace each rank's statistics by those of all ranks' observations."""
+        """Under torch.distributed, replace each rank's statistics by those of all ranks' samples."""
         if not self.distributed:
             return
         size = self.total.size

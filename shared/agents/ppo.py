@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shared.agents.base import Agent, AgentConfig, Capabilities, RolloutObservationStats
+from shared.agents.base import Agent, AgentConfig, Capabilities, PooledRunningStats
 from shared.agents.policies import ActorCritic, clip_to_box
 from shared.agents.manual_gradients import LossSettings, MLPPPOGradients, NumpySampler, supports, twin_parameter_order
 from shared.buffers import compute_gae
@@ -124,10 +124,11 @@ class RewardScaler(nn.Module):
         # dict (whose shapes a checkpoint must match) and are saved with the resume buffers.
         self.running_return = np.zeros(num_envs, dtype=np.float64)
 
-    def scale(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    def scale(self, rewards: np.ndarray, dones: np.ndarray, valid: np.ndarray, pooled: PooledRunningStats | None = None) -> np.ndarray:
+        """Return the rewards divided by the return's running std; ``pooled`` (over ranks) wraps ``self.stats``."""
         running = self.running_return
         running[:] = np.where(valid, running * self.gamma + rewards, running)
-        self.stats.update(running[valid])
+        (pooled or self.stats).update(running[valid])
         running[:] = np.where(dones, 0.0, running)
         return (rewards / np.sqrt(self.stats.var.item() + 1e-8)).astype(np.float32)
 
@@ -222,7 +223,8 @@ class PPO(Agent):
         dones = np.zeros((steps, envs), dtype=np.float32)
         valid = np.zeros((steps, envs), dtype=bool)
         sampler = NumpySampler.build(policy, self.sample_rng) if self.manual is not None else None
-        observation_stats = RolloutObservationStats(policy.normalizer.stats, self) if config.normalize_observation else None
+        observation_stats = PooledRunningStats(policy.normalizer.stats, self) if config.normalize_observation else None
+        reward_stats = PooledRunningStats(self.reward_scaler.stats, self) if config.normalize_reward else None
         for t in range(steps):
             obs_buffer[t] = collector.obs
             if observation_stats is not None:
@@ -236,11 +238,12 @@ class PPO(Agent):
             step = collector.step(clip_to_box(actions[t], self.action_space))
             valid[t] = step.valid
             ended = step.terminated | step.truncated
-            rewards[t] = self.reward_scaler.scale(step.rewards, ended, step.valid) if config.normalize_reward else step.rewards
+            rewards[t] = self.reward_scaler.scale(step.rewards, ended, step.valid, reward_stats) if config.normalize_reward else step.rewards
             terminations[t] = step.terminated
             dones[t] = ended
-        if observation_stats is not None:
-            observation_stats.finish()
+        for pooled in (observation_stats, reward_stats):
+            if pooled is not None:
+                pooled.finish()
         with torch.no_grad():
             last_value = policy.value(torch.as_tensor(collector.obs, device=self.device)).cpu().numpy()
 

@@ -26,7 +26,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from shared.agents.base import Capabilities, RolloutObservationStats
+from shared.agents.base import Capabilities, PooledRunningStats
 from shared.agents.policies import clip_to_box
 from shared.agents.ppo import PPO, PPOConfig, _explained_variance, ppo_loss
 from shared.buffers import compute_gae
@@ -148,7 +148,8 @@ class PPOLagrangian(PPO):
         dones = np.zeros((steps, envs), dtype=np.float32)
         valid = np.zeros((steps, envs), dtype=bool)
         finished_costs: list[float] = []
-        observation_stats = RolloutObservationStats(policy.normalizer.stats, self) if config.normalize_observation else None
+        observation_stats = PooledRunningStats(policy.normalizer.stats, self) if config.normalize_observation else None
+        reward_stats = PooledRunningStats(self.reward_scaler.stats, self) if config.normalize_reward else None
         for t in range(steps):
             obs_buffer[t] = collector.obs
             if observation_stats is not None:
@@ -164,7 +165,7 @@ class PPOLagrangian(PPO):
             cost_values[t] = cost_value.cpu().numpy()
             valid[t] = step.valid
             ended = step.terminated | step.truncated
-            rewards[t] = self.reward_scaler.scale(step.rewards, ended, step.valid) if config.normalize_reward else step.rewards
+            rewards[t] = self.reward_scaler.scale(step.rewards, ended, step.valid, reward_stats) if config.normalize_reward else step.rewards
             costs[t] = np.where(step.valid, step.costs, 0.0)
             terminations[t] = step.terminated
             dones[t] = ended
@@ -172,8 +173,9 @@ class PPOLagrangian(PPO):
             for env in np.flatnonzero(ended & step.valid):
                 finished_costs.append(float(self._running_costs[env]))
                 self._running_costs[env] = 0.0
-        if observation_stats is not None:
-            observation_stats.finish()
+        for pooled in (observation_stats, reward_stats):
+            if pooled is not None:
+                pooled.finish()
         with torch.no_grad():
             last_obs = torch.as_tensor(collector.obs, device=self.device)
             last_value = policy.value(last_obs).cpu().numpy()
@@ -208,8 +210,8 @@ class PPOLagrangian(PPO):
         count = len(flat_valid)
         stats: dict[str, list[float]] = {"policy_loss": [], "value_loss": [], "entropy": [], "approx_kl": [], "clipfrac": [], "cost_value_loss": []}
         for _epoch in range(config.update_epochs):
-            # Exactly num_minibatches minibatches, whatever the number of valid steps: under
-            # torch.distributed every rank must take the same number of gradient steps.
+            # Exactly num_minibatches minibatches, whatever the number of valid steps, because
+            # under torch.distributed every rank must take the same number of gradient steps.
             order = torch.randperm(count)
             for index in order.tensor_split(min(config.num_minibatches, count)):
                 _, new_log_prob, entropy, new_value = policy.action_and_value(b_obs[index], b_actions[index])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from shared.stats import aggregate, bootstrap_ci, iqm
+from shared.stats import aggregate, bootstrap_ci, bootstrap_difference_ci, iqm
 
 
 def test_iqm_drops_quartiles():
@@ -38,3 +38,19 @@ def test_aggregate_adds_iqm_and_skips_nan():
     assert metrics["min_ttc_mean"] == 2.0
     assert ci95["return_mean"][0] >= 1.0
     assert ci95["return_mean"][1] <= 3.0
+
+
+def test_difference_ci_of_constant_samples_is_their_gap():
+    assert bootstrap_difference_ci([5.0, 5.0, 5.0], [2.0, 2.0]) == (3.0, 3.0)
+
+
+def test_difference_ci_of_two_point_samples():
+    # Each 2-value sample's bootstrap mean is its low value, its midpoint or its high value with
+    # probabilities 1/4, 1/2, 1/4. Treatment [0, 2] minus control [1, 1] therefore takes -1, 0, 1
+    # with those probabilities, so the 2.5% and 97.5% quantiles are -1 and 1.
+    low, high = bootstrap_difference_ci([0.0, 2.0], [1.0, 1.0], samples=20000)
+    assert low == -1.0
+    assert high == 1.0
+    # A gap of 9 with samples spread over 2 excludes 0: every resampled difference lies in [7, 11].
+    low, high = bootstrap_difference_ci([10.0, 11.0, 12.0], [1.0, 2.0, 3.0])
+    assert 7.0 <= low < 9.0 < high <= 11.0
