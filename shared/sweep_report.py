@@ -34,6 +34,9 @@ CURVE_BINS = 40
 MAX_POI_CI_PAIRS = 28  # CIs for the probability of improvement cost one bootstrap per pair
 LOWER_IS_BETTER = {"collision_rate", "cost_mean", "ttc_violation_rate", "headway_violation_rate", "offroad_rate", "jerk_mean"}
 PRIMARY_METRICS = ("return_mean", "sim_return_mean", "ndcg@10", "success_rate")
+# Safety metrics drawn beside the headline metric in the robustness curves when every finished
+# trial reports them, because under a perturbation a driving agent can keep its return and still crash more.
+ROBUSTNESS_SAFETY_METRICS = ("collision_rate", "cost_mean")
 
 
 @dataclass
@@ -308,32 +311,34 @@ def plot_profiles(profiles: dict[str, np.ndarray], bands: dict[str, np.ndarray],
     return _png(fig)
 
 
-def plot_robustness(points: list[GridPoint], stats: dict[str, dict[str, float]], key: str, metric: str) -> bytes | None:
-    """Plot ``metric`` against the numeric grid key ``key``: one line per value of the other keys."""
-    lines: dict[str, list[tuple[float, dict[str, float]]]] = {}
+def plot_robustness(points: list[GridPoint], stats_by_metric: dict[str, dict[str, dict[str, float]]], key: str) -> bytes | None:
+    """Plot each metric against the numeric grid key ``key``, one panel per metric and one line per value of the other keys."""
+    lines: dict[str, list[tuple[float, str]]] = {}
     for group in points:
-        if group.label not in stats or key not in group.point:
+        if key not in group.point:
             continue
         try:
             level = float(group.point[key])
         except ValueError:
             return None
         others = point_label({k: v for k, v in group.point.items() if k != key})
-        lines.setdefault(others, []).append((level, stats[group.label]))
+        lines.setdefault(others, []).append((level, group.label))
     if not lines:
         return None
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, items in lines.items():
-        items.sort(key=lambda item: item[0])
-        levels = np.array([level for level, _ in items])
-        means = np.array([s["mean"] for _, s in items])
-        line = ax.plot(levels, means, marker="o", label=name)[0]
-        ax.fill_between(levels, [s["mean_lo"] for _, s in items], [s["mean_hi"] for _, s in items], color=line.get_color(), alpha=0.2)
-    ax.set_xlabel(key)
-    ax.set_ylabel(metric)
-    ax.set_title(f"Robustness: {metric} against {key} (mean, 95% CI over seeds)")
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(1, len(stats_by_metric), figsize=(5 * len(stats_by_metric), 4), squeeze=False)
+    for ax, (metric, stats) in zip(axes[0], stats_by_metric.items()):
+        for name, items in lines.items():
+            known = sorted((level, stats[label]) for level, label in items if label in stats)
+            levels = np.array([level for level, _ in known])
+            means = np.array([entry["mean"] for _, entry in known])
+            line = ax.plot(levels, means, marker="o", label=name)[0]
+            ax.fill_between(levels, [entry["mean_lo"] for _, entry in known], [entry["mean_hi"] for _, entry in known], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{metric} (mean, 95% CI over seeds)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -499,15 +504,26 @@ def write_sweep_report(sweep_dir: Path | str) -> Path:
                 doc.paragraph(f"Fraction of seeds whose `{metric}` exceeds each threshold, with 95% CI bands. {provenance}")
                 doc.image("profiles.png", plots["profiles.png"], f"Performance profiles of {metric}")
 
-        for key in record.get("grid", {}):
-            if key.startswith("perturb.") and len(record["grid"][key]) > 1:
-                png = plot_robustness(finished, stats, key, metric)
-                if png is not None:
-                    name = f"robustness_{key.replace('.', '_')}.png"
-                    plots[name] = png
-                    doc.heading(f"Robustness to {key}")
-                    doc.paragraph(f"`{metric}` against `{key}`, one line per value of the other grid keys; bands are 95% CIs over seeds. {provenance}")
-                    doc.image(name, png, f"{metric} against {key}")
+        perturbed = [key for key in record.get("grid", {}) if key.startswith("perturb.") and len(record["grid"][key]) > 1]
+        if perturbed:
+            stats_by_metric = {metric: stats}
+            for extra in ROBUSTNESS_SAFETY_METRICS:
+                if extra != metric and all(not np.isnan(group.scores(extra)).any() for group in finished):
+                    stats_by_metric[extra] = interval_estimates({group.label: group.scores(extra)[:, None] for group in finished})
+            shown = ", ".join(f"`{name}`" for name in stats_by_metric)
+        for key in perturbed:
+            png = plot_robustness(finished, stats_by_metric, key)
+            if png is None:
+                continue
+            name = f"robustness_{key.replace('.', '_')}.png"
+            plots[name] = png
+            doc.heading(f"Robustness to {key}")
+            doc.paragraph(f"{shown} against `{key}`, one line per value of the other grid keys; bands are 95% CIs over seeds. {provenance}")
+            doc.table(
+                ["grid point", *stats_by_metric],
+                [[label, *(f"{_fmt(entries[label]['mean'])} [{_fmt(entries[label]['mean_lo'])}, {_fmt(entries[label]['mean_hi'])}]" for entries in stats_by_metric.values())] for label in stats],
+            )
+            doc.image(name, png, f"{', '.join(stats_by_metric)} against {key}")
 
         doc.heading("Every final metric per grid point")
         doc.paragraph(

@@ -115,10 +115,10 @@ def test_learning_curve_bins(tmp_path):
     np.testing.assert_allclose(rows[0, 1:], [2.0, 2.0, 5.0])
 
 
-def write_trial(folder, trial_id: str, point: dict, seed: int, score: float) -> dict:
+def write_trial(folder, trial_id: str, point: dict, seed: int, score: float, extra: dict | None = None) -> dict:
     run_dir = folder / "trials" / trial_id
     run_dir.mkdir(parents=True)
-    (run_dir / "metrics.json").write_text(json.dumps({"seed": seed, "metrics": {"return_mean": score, "episode_length_mean": score}}))
+    (run_dir / "metrics.json").write_text(json.dumps({"seed": seed, "metrics": {"return_mean": score, "episode_length_mean": score, **(extra or {})}}))
     records = [{"global_step": step, "charts/episodic_return": score * step / 100} for step in (25, 50, 75, 100)]
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return {"id": trial_id, "point": point, "seed": seed, "status": "done", "attempts": 1, "run_dir": f"trials/{trial_id}", "errors": [], "git_commit": "abc123"}
@@ -132,7 +132,8 @@ def test_report_robustness_and_failed_trial(tmp_path):
     for p, (noise, lr) in enumerate([("0", "1e-3"), ("0", "3e-4"), ("0.1", "1e-3"), ("0.1", "3e-4")]):
         for seed in (0, 1):
             score = 100.0 - 500.0 * float(noise) + seed
-            trials.append(write_trial(tmp_path, f"p{p:02d}-seed{seed}", {"perturb.obs_noise": noise, "agent.learning_rate": lr}, seed, score))
+            collisions = {"collision_rate": 2.0 * float(noise)}
+            trials.append(write_trial(tmp_path, f"p{p:02d}-seed{seed}", {"perturb.obs_noise": noise, "agent.learning_rate": lr}, seed, score, collisions))
     trials[-1].update(status="failed", attempts=3, error="RuntimeError: boom")
     record = {
         "scenario": "demo", "scenario_path": "/x/demo.yaml", "budget": "smoke", "seeds": [0, 1], "set": [],
@@ -144,6 +145,11 @@ def test_report_robustness_and_failed_trial(tmp_path):
     text = write_sweep_report(tmp_path).read_text()
     assert "Robustness to perturb.obs_noise" in text
     assert (tmp_path / "report_plots" / "robustness_perturb_obs_noise.png").read_bytes().startswith(b"\x89PNG")
+    # The collision rate, which every trial reports, gets its own curve and column. cost_mean,
+    # which no trial reports, does not.
+    assert "`return_mean`, `collision_rate` against `perturb.obs_noise`" in text
+    assert "| grid point | return_mean | collision_rate |" in text
+    assert "| perturb.obs_noise=0.1, agent.learning_rate=1e-3 | 50.5 [50, 51] | 0.2 [0.2, 0.2] |" in text
     # Grid point 0 (noise 0, lr 1e-3) scored 100 and 101: mean 100.5.
     assert "| perturb.obs_noise=0, agent.learning_rate=1e-3 | 2 | 100.5 |" in text
     # The last point lost its seed-1 trial, so only seed 0 (score 50) counts.
