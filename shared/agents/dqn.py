@@ -181,8 +181,13 @@ class DQN(Agent):
             self.buffer.add(step.obs, step.actions, step.rewards, step.next_obs, step.terminated, step.truncated, step.valid)
             self.env_steps = collector.global_step
 
+        # Ranks count different numbers of valid steps, because their episodes end at different
+        # times. They decide on the mean count whether to train and when to update the target
+        # network, because a rank that trained alone would wait forever in the gradient all-reduce.
+        steps_sum, short_buffers = self.sum_over_ranks([self.env_steps, len(self.buffer) < config.batch_size])
+        env_steps = round(steps_sum / self.world_size())
         logs: dict[str, float] = {"charts/epsilon": self.epsilon}
-        if self.env_steps < config.learning_starts or len(self.buffer) < config.batch_size:
+        if env_steps < config.learning_starts or short_buffers > 0:
             return logs
 
         # Gradient steps on the TD error against the target network. The target network does not
@@ -228,11 +233,11 @@ class DQN(Agent):
             self.optimizer.step()
 
         # Target network: hard copy (tau = 1) or Polyak averaging every target_update_interval steps.
-        if self.env_steps - self.last_target_update >= config.target_update_interval:
+        if env_steps - self.last_target_update >= config.target_update_interval:
             with torch.no_grad():
                 for target_param, param in zip(self.target_network.parameters(), self.q_network.parameters()):
                     target_param.mul_(1.0 - config.tau).add_(config.tau * param)
-            self.last_target_update = self.env_steps
+            self.last_target_update = env_steps
 
         # Every minibatch has batch_size samples, so the mean over all samples is the mean of the minibatch means.
         logs["losses/td_loss"] = float(self.manual.td_loss(torch.cat(td_errors)) if self.manual is not None else torch.stack(td_losses).mean())

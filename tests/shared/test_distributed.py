@@ -19,9 +19,9 @@ from shared.stats import bootstrap_difference_ci
 ROOT = Path(__file__).resolve().parents[2]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
-# Runs under torchrun: every rank trains 3 iterations on its own envs, then rank 0 prints the
+# Runs under torchrun: every rank trains N iterations on its own envs, then rank 0 prints the
 # largest difference between its agent's state (weights, optimiser-free buffers such as the
-# observation statistics, the Lagrange multiplier) and rank 1's. The scenario and its --set
+# observation statistics, the Lagrange multiplier) and rank 1's. N, the scenario and its --set
 # overrides come from the command line.
 SYNC_SCRIPT = """
 import sys
@@ -34,7 +34,7 @@ from shared.scenario import load_scenario
 from shared.training import seed_everything
 
 context = init_distributed("cpu")
-loaded = load_scenario(sys.argv[1], sys.argv[2:])
+loaded = load_scenario(sys.argv[2], sys.argv[3:])
 kind = get_kind(loaded.scenario.kind)
 seed = rank_seed(0, context.rank)
 seed_everything(seed)
@@ -42,7 +42,7 @@ envs = kind.make_vector_env(loaded, seed)
 agent = kind.build_agent(loaded, envs, 2048, seed)
 broadcast_agent(agent)
 collector = VectorCollector(envs, seed)
-for _ in range(3):
+for _ in range(int(sys.argv[1])):
     logs = agent.train_iteration(collector)
 state = [tensor for name, module in sorted(agent.modules().items()) for tensor in module.state_dict().values()]
 flat = torch.cat([tensor.detach().flatten().double() for tensor in state])
@@ -112,17 +112,24 @@ def test_lr_scaling_rules_for_four_ranks(rule, factor):
 # minibatches. PPO-Lagrangian on short highway episodes adds a multiplier fed by each rank's
 # finished episodes and a number of valid steps that differs between ranks.
 SYNC_CASES = {
-    "cartpole": ("scenarios/classic/cartpole_ppo.yaml", []),
+    "cartpole": (3, "scenarios/classic/cartpole_ppo.yaml", []),
     "obs_stats_and_target_kl": (
-        "scenarios/classic/cartpole_ppo.yaml",
+        3, "scenarios/classic/cartpole_ppo.yaml",
         ["agent.normalize_observation=true", "agent.normalize_reward=true", "agent.target_kl=0.002"],
     ),
     "ppo_lagrangian": (
-        "scenarios/driving/highway_ppo_lagrangian.yaml",
+        3, "scenarios/driving/highway_ppo_lagrangian.yaml",
         [
             "env.num_envs=2", "env.config.duration=6", "env.config.vehicles_count=8", "agent.num_steps=16",
             "agent.update_epochs=2", "agent.normalize_observation=true", "agent.normalize_reward=true", "agent.target_kl=0.002",
         ],
+    ),
+    # DQN starts training and updates its target network by counts of valid steps. Here rank 0
+    # has 302 valid steps after 8 iterations and rank 1 only 299, so each rank's own count would
+    # start training at a different iteration.
+    "dqn_learning_start_and_target": (
+        12, "scenarios/classic/cartpole_dqn.yaml",
+        ["env.num_envs=4", "agent.train_frequency=10", "agent.gradient_steps=2", "agent.learning_starts=300", "agent.target_update_interval=60", "agent.hidden_sizes=[32]"],
     ),
 }
 
@@ -131,10 +138,10 @@ def run_sync_script(tmp_path: Path, case: str, allreduce: str = "") -> list[str]
     """Run SYNC_SCRIPT under torchrun with 2 ranks; return its max_abs_diff lines."""
     script = tmp_path / "sync.py"
     script.write_text(SYNC_SCRIPT)
-    scenario, overrides = SYNC_CASES[case]
-    command = [str(TORCHRUN), "--nproc-per-node", "2", "--standalone", str(script), scenario, *overrides]
+    iterations, scenario, overrides = SYNC_CASES[case]
+    command = [str(TORCHRUN), "--nproc-per-node", "2", "--standalone", str(script), str(iterations), scenario, *overrides]
     environment = {**os.environ, "SCENARIOLAB_ALLREDUCE": allreduce}
-    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return [line for line in result.stdout.splitlines() if line.startswith("max_abs_diff")]
 
@@ -149,7 +156,7 @@ def test_ranks_keep_identical_weights(tmp_path, allreduce):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["obs_stats_and_target_kl", "ppo_lagrangian"])
+@pytest.mark.parametrize("case", ["obs_stats_and_target_kl", "ppo_lagrangian", "dqn_learning_start_and_target"])
 def test_ranks_agree_on_statistics_and_early_stops(tmp_path, case):
     # A rank that stopped its epochs early alone would hang in the next all-reduce, so the
     # subprocess timeout would fail the test. Different statistics show in the state difference.
