@@ -215,7 +215,11 @@ def run_trial(scenario_path: str, overrides: list[str], budget: str, seed: int, 
         loaded = load_scenario(scenario_path, [*overrides, f"evaluation.seeds=[{evaluation_seed}]"], budget)
     kind = get_kind(loaded.scenario.kind, str(loaded.source))
     path = Path(run_path)
-    path.mkdir(parents=True, exist_ok=False)
+    if path.exists():
+        # An earlier attempt's folder. The sweep empties it when it submits a retry, but a worker
+        # that Ray gave up on can still write there until it exits, so the attempt empties it again.
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
     options = RunOptions(budget=budget, seed=seed, resume=False, progress=False, distributed=False)
     summary = kind.run(loaded, RunDir(path), options)
     if summary.get("interrupted"):

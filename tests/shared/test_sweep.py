@@ -217,3 +217,24 @@ def test_unreachable_address_exits_2_quickly(tmp_path, capsys):
     assert len(lines) == 1
     assert address in lines[0]
     assert not (tmp_path / "s" / "sweep.json").exists()
+
+
+def test_trial_empties_a_leftover_folder(tmp_path):
+    # A worker that Ray gave up on can recreate the trial folder after the sweep emptied it for the
+    # retry. The retry must then start from an empty folder instead of failing on the existing one.
+    import logging
+
+    from shared.sweep import run_trial
+
+    run_path = tmp_path / "trials" / "p00-seed0"
+    (run_path / "checkpoints").mkdir(parents=True)
+    (run_path / "checkpoints" / "stale.json").write_text("{}")
+    logger = logging.getLogger("scenariolab")
+    level = logger.level
+    try:
+        result = run_trial(SCENARIO, [], "smoke", 0, str(run_path))
+    finally:
+        logger.setLevel(level)
+    assert not (run_path / "checkpoints" / "stale.json").exists()
+    assert (run_path / "metrics.json").is_file()
+    assert result["train_steps"] >= 2048
