@@ -510,7 +510,7 @@ def write_sweep_report(sweep_dir: Path | str) -> Path:
             for extra in ROBUSTNESS_SAFETY_METRICS:
                 if extra != metric and all(not np.isnan(group.scores(extra)).any() for group in finished):
                     stats_by_metric[extra] = interval_estimates({group.label: group.scores(extra)[:, None] for group in finished})
-            shown = ", ".join(f"`{name}`" for name in stats_by_metric)
+            metric_names = ", ".join(f"`{name}`" for name in stats_by_metric)
         for key in perturbed:
             png = plot_robustness(finished, stats_by_metric, key)
             if png is None:
@@ -518,7 +518,7 @@ def write_sweep_report(sweep_dir: Path | str) -> Path:
             name = f"robustness_{key.replace('.', '_')}.png"
             plots[name] = png
             doc.heading(f"Robustness to {key}")
-            doc.paragraph(f"{shown} against `{key}`, one line per value of the other grid keys; bands are 95% CIs over seeds. {provenance}")
+            doc.paragraph(f"{metric_names} against `{key}`, one line per value of the other grid keys; bands are 95% CIs over seeds. {provenance}")
             doc.table(
                 ["grid point", *stats_by_metric],
                 [[label, *(f"{_fmt(entries[label]['mean'])} [{_fmt(entries[label]['mean_lo'])}, {_fmt(entries[label]['mean_hi'])}]" for entries in stats_by_metric.values())] for label in stats],

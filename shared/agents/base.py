@@ -137,7 +137,7 @@ class Agent(ABC):
             return
         from shared.distributed import all_reduce_sum
 
-        world_size = torch.distributed.get_world_size()
+        world_size = self.world_size()
         flat_covered: set[int] = set()
         for optimizer in self.optimizers().values():
             flat_grad = getattr(optimizer, "flat_grad", None)
